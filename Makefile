@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each sets up first).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LANDING ?= data/landing
+WAREHOUSE ?= data/warehouse/sprx.duckdb
+PATIENTS ?= 20000
+PRACTICES ?= 20
+SEED ?= 42
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: setup
+	rm -rf $(LANDING)
+	$(BIN)/sprx generate --out $(LANDING) --patients $(PATIENTS) --practices $(PRACTICES) --seed $(SEED)
+	$(BIN)/sprx run --landing $(LANDING) --warehouse $(WAREHOUSE)
+
+test: setup
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+clean:
+	rm -rf $(VENV) data dbt_project/target dbt_project/logs

@@ -1,0 +1,42 @@
+"""Draw up to `controls_per_case` controls per referred patient, without replacement.
+
+Cases are taken in the seeded `case_order`; each takes its eligible candidates in seeded
+`control_order`, skipping anyone already drawn for an earlier case. A greedy draw is
+inherently sequential, which is why this one step is Python rather than SQL.
+"""
+
+
+def draw_controls(candidates, controls_per_case):
+    """Greedy matching over candidate rows already sorted by case then control order."""
+    drawn, per_case, rows = set(), {}, []
+    for practice, case, index_date, control in candidates:
+        taken = per_case.get((practice, case), 0)
+        if taken >= controls_per_case or (practice, control) in drawn:
+            continue
+        drawn.add((practice, control))
+        per_case[(practice, case)] = taken + 1
+        rows.append((practice, case, index_date, control, taken + 1))
+    return rows
+
+
+def model(dbt, session):
+    import pandas as pd
+
+    dbt.config(materialized="table")
+    controls_per_case = int(dbt.config.get("controls_per_case"))
+    candidates = dbt.ref("int_control_candidates").df().sort_values(
+        ["case_order", "practice_id", "case_patient_id", "control_order", "control_patient_id"]
+    )
+    rows = draw_controls(
+        zip(candidates["practice_id"], candidates["case_patient_id"],
+            candidates["index_date"], candidates["control_patient_id"]),
+        controls_per_case,
+    )
+    columns = ["practice_id", "case_patient_id", "index_date", "control_patient_id",
+               "control_number"]
+    matched = pd.DataFrame(rows, columns=columns)
+    if matched.empty:
+        matched = matched.astype({"practice_id": "str", "case_patient_id": "str",
+                                  "index_date": "datetime64[s]", "control_patient_id": "str",
+                                  "control_number": "int64"})
+    return matched

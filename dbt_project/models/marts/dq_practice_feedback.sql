@@ -1,0 +1,129 @@
+-- Data-quality feedback for each practice and delivery: rows received, loaded and
+-- quarantined per table, and SP referral-code prevalence set against the practice's
+-- source system (coding gaps by system are the known weakness of SP data).
+
+{%- set tables = ['practices', 'patients', 'registrations', 'consultations',
+                  'clinical_events', 'hospital_attendances'] %}
+
+with practice_tables as (
+    select * from {{ ref('stg_audit__delivery_practice_tables') }}
+),
+
+deliveries as (
+    select * from {{ ref('stg_audit__deliveries') }}
+),
+
+delivery_practices as (
+    select * from {{ ref('stg_audit__delivery_practices') }}
+),
+
+practices as (
+    select * from {{ ref('int_practice_extracts') }}
+),
+
+spans as (
+    select * from {{ ref('int_registered_spans') }}
+),
+
+sp_events as (
+    select * from {{ ref('int_sp_events') }}
+),
+
+accounting as (
+    select
+        delivery_id,
+        practice_id,
+        {%- for table in tables %}
+        sum(case when table_name = '{{ table }}' then received else 0 end) as {{ table }}_received,
+        sum(case when table_name = '{{ table }}' then loaded else 0 end) as {{ table }}_loaded,
+        sum(case when table_name = '{{ table }}' then quarantined else 0 end)
+            as {{ table }}_quarantined,
+        {%- endfor %}
+        sum(received) as rows_received,
+        sum(loaded) as rows_loaded,
+        sum(quarantined) as rows_quarantined
+    from practice_tables
+    group by delivery_id, practice_id
+),
+
+study_population as (
+    select distinct practice_id, patient_id
+    from spans
+    where span_start <= {{ study_date('study_end') }}
+        and span_end >= {{ study_date('study_start') }}
+),
+
+referred as (
+    select distinct practice_id, patient_id
+    from sp_events
+    where category = 'referral'
+        and while_registered
+        and event_date between {{ study_date('study_start') }} and {{ study_date('study_end') }}
+),
+
+prevalence as (
+    select
+        study_population.practice_id,
+        count(*) as study_patients,
+        count(referred.patient_id) as referred_patients
+    from study_population
+    left join referred
+        on referred.practice_id = study_population.practice_id
+        and referred.patient_id = study_population.patient_id
+    group by study_population.practice_id
+),
+
+practice_prevalence as (
+    select
+        practices.practice_id,
+        practices.source_system,
+        coalesce(prevalence.study_patients, 0) as study_patients,
+        coalesce(prevalence.referred_patients, 0) as referred_patients
+    from practices
+    left join prevalence on prevalence.practice_id = practices.practice_id
+),
+
+system_prevalence as (
+    select
+        source_system,
+        100.0 * sum(referred_patients) / nullif(sum(study_patients), 0) as system_prevalence
+    from practice_prevalence
+    group by source_system
+)
+
+select
+    delivery_practices.practice_id,
+    delivery_practices.delivery_id,
+    deliveries.source_system,
+    deliveries.extracted_at,
+    deliveries.delivery_id = practices.latest_delivery_id as is_latest_delivery,
+    {%- for table in tables %}
+    {%- for measure in ['received', 'loaded', 'quarantined'] %}
+    cast(coalesce(accounting.{{ table }}_{{ measure }}, 0) as {{ dbt.type_bigint() }})
+        as {{ table }}_{{ measure }},
+    {%- endfor %}
+    {%- endfor %}
+    {%- for measure in ['received', 'loaded', 'quarantined'] %}
+    cast(coalesce(accounting.rows_{{ measure }}, 0) as {{ dbt.type_bigint() }}) as rows_{{ measure }},
+    {%- endfor %}
+    practice_prevalence.study_patients,
+    practice_prevalence.referred_patients,
+    round(100.0 * practice_prevalence.referred_patients
+        / nullif(practice_prevalence.study_patients, 0), 3) as sp_code_prevalence,
+    round(system_prevalence.system_prevalence, 3) as system_sp_code_prevalence,
+    round((100.0 * practice_prevalence.referred_patients
+        / nullif(practice_prevalence.study_patients, 0))
+        / nullif(system_prevalence.system_prevalence, 0), 3) as prevalence_ratio_to_system
+from delivery_practices
+inner join deliveries
+    on deliveries.delivery_id = delivery_practices.delivery_id
+    and deliveries.status = 'applied'
+left join accounting
+    on accounting.delivery_id = delivery_practices.delivery_id
+    and accounting.practice_id = delivery_practices.practice_id
+left join practices
+    on practices.practice_id = delivery_practices.practice_id
+left join practice_prevalence
+    on practice_prevalence.practice_id = delivery_practices.practice_id
+left join system_prevalence
+    on system_prevalence.source_system = practice_prevalence.source_system

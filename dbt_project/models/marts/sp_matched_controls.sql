@@ -1,0 +1,12 @@
+with cohort_outcomes as (
+    select * from {{ ref('int_cohort_outcomes') }}
+)
+
+select
+    practice_id,
+    case_patient_id,
+    patient_id as control_patient_id,
+    control_number,
+    {{ outcome_columns() | join(',\n    ') }}
+from cohort_outcomes
+where cohort = 'control'

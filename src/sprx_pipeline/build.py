@@ -1,0 +1,92 @@
+"""Build the warehouse with dbt: record the codelist, run `dbt build`, record the outcome.
+
+dbt runs in a child process against the work file, never the published one. Every
+build leaves a row in `audit.builds` naming the codelist version it used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .codelists import Codelist, record_codelist
+from .config import DBT_PROJECT_DIR, WarehousePaths
+from .warehouse import connect
+
+
+class BuildError(RuntimeError):
+    """dbt could not build the warehouse; the message lists the failing models and tests."""
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    build_id: str
+    passed: int
+    failed: list[str]
+
+
+def dbt_args(command: str, paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
+             extra: list[str] | None = None) -> list[str]:
+    """Command-line arguments for dbt against this warehouse's work file."""
+    args = [command, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+            "--target-path", str(paths.dbt_dir / "target"), "--log-path",
+            str(paths.dbt_dir / "logs")]
+    if dbt_vars:
+        args += ["--vars", json.dumps(dbt_vars, sort_keys=True)]
+    return args + (extra or [])
+
+
+def run_dbt(args: list[str], paths: WarehousePaths) -> tuple[int, list[dict[str, Any]]]:
+    """Run dbt in a child process against the work file; return its exit code and results.
+
+    A child process, not dbtRunner: dbt-duckdb keeps the database attached for the life
+    of the process, and the publish step must open the work file straight afterwards.
+    """
+    dbt = Path(sys.executable).with_name("dbt")
+    env = {**os.environ, "SPRX_DUCKDB_PATH": str(paths.work), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    results_file = paths.dbt_dir / "target" / "run_results.json"
+    results_file.unlink(missing_ok=True)
+    completed = subprocess.run([str(dbt), *args], env=env, check=False)
+    results = json.loads(results_file.read_text())["results"] if results_file.is_file() else []
+    return completed.returncode, results
+
+
+def _failures(returncode: int, results: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    bad = [r for r in results if r["status"] in ("error", "fail", "runtime error")]
+    lines = [f"{r['unique_id']}: {(r.get('message') or r['status']).strip()}" for r in bad]
+    if returncode != 0 and not lines:
+        lines.append(f"dbt exited with code {returncode} before running any node")
+    return len(results) - len(bad), lines
+
+
+def build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
+          select: list[str] | None = None) -> BuildReport:
+    """Make `codelist` active, then `dbt build` the project; raise BuildError on any failure."""
+    build_id = uuid.uuid4().hex[:12]
+    merged_vars = {"sp_codelist": codelist.name, **(dbt_vars or {})}
+    con = connect(paths.work)
+    try:
+        record_codelist(con, codelist)
+        con.execute("insert into audit.builds values (?, now()::timestamp, null, 'running', "
+                    "?, ?, ?, ?)", [build_id, codelist.name, codelist.version, codelist.sha256,
+                                    json.dumps(merged_vars, sort_keys=True)])
+    finally:
+        con.close()
+    extra = ["--select", *select] if select else []
+    passed, failed = _failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
+    con = connect(paths.work)
+    try:
+        con.execute("update audit.builds set status = ?, finished_at = now()::timestamp "
+                    "where build_id = ?", ["success" if not failed else "failed", build_id])
+    finally:
+        con.close()
+    if failed:
+        raise BuildError("dbt build failed:\n  " + "\n  ".join(failed)
+                         + f"\n(full log: {paths.dbt_dir / 'logs' / 'dbt.log'})")
+    return BuildReport(build_id, passed, failed)

@@ -1,0 +1,60 @@
+"""Where things live, and the environment variables that move them.
+
+| variable | default | meaning |
+|---|---|---|
+| SPRX_LANDING_DIR | data/landing | folder of delivery folders |
+| SPRX_WAREHOUSE_PATH | data/warehouse/sprx.duckdb | the published, read-only warehouse |
+| SPRX_CODELIST_SOURCE | <repo>/codelists | folder (or URL) holding the codelist manifest |
+| SPRX_PROJECT_ROOT | this checkout | where `dbt_project/` and `codelists/` are |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(os.environ.get("SPRX_PROJECT_ROOT", Path(__file__).resolve().parents[2]))
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+DEFAULT_CODELIST_DIR = PROJECT_ROOT / "codelists"
+SP_CODELIST = "social-prescribing"
+
+
+def default_landing() -> Path:
+    return Path(os.environ.get("SPRX_LANDING_DIR", "data/landing"))
+
+
+def default_warehouse() -> Path:
+    return Path(os.environ.get("SPRX_WAREHOUSE_PATH", "data/warehouse/sprx.duckdb"))
+
+
+def default_codelist_source() -> str:
+    return os.environ.get("SPRX_CODELIST_SOURCE", str(DEFAULT_CODELIST_DIR))
+
+
+@dataclass(frozen=True)
+class WarehousePaths:
+    """The files behind one warehouse.
+
+    Dashboards read `published`, a read-only file replaced atomically; the pipeline only
+    ever writes `work`, beside it, so a reader never sees a half-built table.
+    """
+
+    published: Path
+
+    @classmethod
+    def at(cls, published: Path | str) -> WarehousePaths:
+        return cls(Path(published).resolve())
+
+    @property
+    def work(self) -> Path:
+        return self.published.with_name(f"{self.published.stem}.work.duckdb")
+
+    @property
+    def lock(self) -> Path:
+        return self.published.with_name(f"{self.published.stem}.lock")
+
+    @property
+    def dbt_dir(self) -> Path:
+        """dbt's target and log folders for this warehouse (kept out of the source tree)."""
+        return self.published.with_name(f".{self.published.stem}.dbt")

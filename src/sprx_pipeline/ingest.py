@@ -1,0 +1,464 @@
+"""Apply deliveries from the landing area to the warehouse, in contract order.
+
+Each delivery goes through three gates, and only then is applied in one transaction:
+1. files: every file the manifest lists exists, has its SHA-256 and the contract's columns;
+2. staging: each file is read by DuckDB's own reader as text, and its row count is checked;
+3. rows: every row is checked against the rules of its table (`row_rules`); a failing row
+   goes to `audit.quarantine` with the first rule it broke, never silently away.
+A delivery that fails gate 1 or 2 is refused whole and recorded in `audit.deliveries`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from . import contract
+from .contract import (DELETIONS, EVENT_DATE_COLUMNS, TABLES, ContractError, Manifest,
+                       TableSpec)
+from .snomed import snomed_problem
+from .warehouse import SQL_TYPES
+
+log = logging.getLogger(__name__)
+
+# Tables whose rows belong to a patient, and which of their dates cannot follow death.
+PATIENT_TABLES = ("registrations", "consultations", "clinical_events", "hospital_attendances")
+NOT_AFTER_DEATH = {"registrations": "start_date", "consultations": "consultation_date",
+                   "hospital_attendances": "attendance_date"}
+
+
+class IngestError(RuntimeError):
+    """The landing area itself cannot be read (as opposed to one bad delivery)."""
+
+
+@dataclass
+class TableCount:
+    table: str
+    received: int
+    loaded: int
+    quarantined: int
+
+
+@dataclass
+class DeliveryOutcome:
+    """What happened to one delivery in this run: applied, refused or skipped."""
+
+    delivery_id: str
+    status: str
+    reason: str = ""
+    tables: list[TableCount] = field(default_factory=list)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(t.quarantined for t in self.tables)
+
+
+@dataclass
+class IngestReport:
+    outcomes: list[DeliveryOutcome]
+
+    def with_status(self, status: str) -> list[DeliveryOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def applied(self) -> list[DeliveryOutcome]:
+        return self.with_status("applied")
+
+    @property
+    def refused(self) -> list[DeliveryOutcome]:
+        return self.with_status("refused")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A delivery folder whose manifest could not be parsed."""
+
+    directory: Path
+    error: ContractError
+    manifest_sha256: str
+
+
+# --- discovery ---------------------------------------------------------------------------
+
+def discover(landing: Path) -> list[Manifest | Unreadable]:
+    """Every delivery folder in `landing`, in the order the contract applies them."""
+    if not landing.is_dir():
+        raise IngestError(f"landing area {landing} does not exist or is not a folder; "
+                          "create it or pass the folder that holds the delivery folders")
+    found: list[Manifest | Unreadable] = []
+    for directory in sorted(p for p in landing.iterdir() if p.is_dir()):
+        if directory.name.startswith("."):
+            continue
+        try:
+            found.append(contract.read_manifest(directory))
+        except ContractError as exc:
+            manifest = directory / contract.MANIFEST_NAME
+            digest = contract.sha256_file(manifest) if manifest.is_file() else ""
+            found.append(Unreadable(directory, exc, digest))
+    unreadable = [f for f in found if isinstance(f, Unreadable)]
+    readable = sorted((f for f in found if isinstance(f, Manifest)), key=lambda m: m.order_key)
+    return [*unreadable, *readable]
+
+
+# --- gate 1: files -----------------------------------------------------------------------
+
+def read_header(entry: contract.FileEntry) -> list[str]:
+    """Column names of a table file, read without loading it."""
+    if entry.format == "parquet":
+        try:
+            return list(pq.read_schema(entry.path).names)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise ContractError(str(entry.path), "file_format", f"not a Parquet file ({exc})")
+    opener = gzip.open if entry.path.name.endswith(".gz") else open
+    try:
+        with opener(entry.path, "rb") as handle:
+            line = handle.readline()
+    except (OSError, EOFError) as exc:
+        raise ContractError(str(entry.path), "file_format", f"cannot be read ({exc})") from None
+    try:
+        text = line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ContractError(str(entry.path), "encoding", "header is not UTF-8") from None
+    if not text:
+        raise ContractError(str(entry.path), "missing_header", "the file has no header row")
+    return [name.strip().strip('"') for name in text.split(",")]
+
+
+def check_files(manifest: Manifest) -> None:
+    """Gate 1: each listed file exists, matches its hash and has exactly the contract's columns."""
+    for table, entry in manifest.files.items():
+        where = str(entry.path)
+        if not entry.path.is_file():
+            raise ContractError(where, "missing_file", f"the manifest lists {entry.path.name} "
+                                "for table {table} but the file is not in the delivery")
+        actual = contract.sha256_file(entry.path)
+        if actual != entry.sha256:
+            raise ContractError(where, "sha256_mismatch", f"file hash {actual[:12]}… differs "
+                                f"from the manifest's {entry.sha256[:12]}…")
+        spec = DELETIONS if table == DELETIONS.name else TABLES[table]
+        header = read_header(entry)
+        missing = [c for c in spec.column_names if c not in header]
+        extra = [c for c in header if c not in spec.column_names]
+        if missing or extra or len(set(header)) != len(header):
+            detail = "; ".join(filter(None, [
+                f"missing column(s) {', '.join(missing)}" if missing else "",
+                f"unexpected column(s) {', '.join(extra)}" if extra else "",
+                "a column is repeated" if len(set(header)) != len(header) else ""]))
+            raise ContractError(where, "columns", f"{detail} (expected "
+                                f"{','.join(spec.column_names)})")
+
+
+# --- gate 2: staging -----------------------------------------------------------------------
+
+def _staged(table: str) -> str:
+    return f"_in_{table}"
+
+
+def stage_file(con: duckdb.DuckDBPyConnection, entry: contract.FileEntry, spec: TableSpec) -> int:
+    """Load a table file into temp table `_in_<table>`, every column as text, and count it."""
+    header = read_header(entry)
+    if entry.format == "parquet":
+        select = ", ".join(f"cast({c} as varchar) as {c}" for c in spec.column_names)
+        source = "read_parquet(?)"
+    else:
+        select = ", ".join(spec.column_names)
+        columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in header) + "}"
+        source = (f"read_csv(?, header = true, delim = ',', quote = '\"', escape = '\"', "
+                  f"auto_detect = false, strict_mode = true, columns = {columns})")
+    try:
+        con.execute(f"create or replace temp table {_staged(spec.name)} as "
+                    f"select row_number() over () as _row, {select} from {source}",
+                    [str(entry.path)])
+    except duckdb.Error as exc:
+        message = str(exc).splitlines()[0]
+        raise ContractError(str(entry.path), "unreadable_file", message) from None
+    (received,) = con.execute(f"select count(*) from {_staged(spec.name)}").fetchone()
+    if received != entry.rows:
+        raise ContractError(str(entry.path), "row_count", f"the manifest says {entry.rows} rows, "
+                            f"the file has {received}")
+    return received
+
+
+# --- gate 3: rows --------------------------------------------------------------------------
+
+def _sql_list(values: Iterable[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def column_rules(spec: TableSpec, extracted_at: date) -> list[tuple[str, str]]:
+    """(rule, SQL that is true when row `r` breaks it) for each column of a table."""
+    rules: list[tuple[str, str]] = []
+    cutoff = f"date '{extracted_at.isoformat()}'"
+    for col in spec.columns:
+        value = f"r.{col.name}"
+        if not col.nullable:
+            rules.append((f"missing_value:{col.name}", f"{value} is null or trim({value}) = ''"))
+        checks = {
+            "id": [("id_format", f"not regexp_full_match({value}, '{contract.ID_PATTERN}')")],
+            "int": [("not_integer", f"not regexp_full_match({value}, '-?[0-9]{{1,9}}')")],
+            "number": [("not_number", f"coalesce(not isfinite(try_cast({value} as double)), true)")],
+            "date": [("invalid_date", f"not regexp_full_match({value}, '{contract.DATE_PATTERN}') "
+                                      f"or try_cast({value} as date) is null"),
+                     ("after_extracted_at", f"try_cast({value} as date) > {cutoff}")],
+            "code": [("snomed_code", f"{value} in (select code from _bad_codes)")],
+        }.get(col.kind, [])
+        if col.allowed is not None:
+            checks.append(("allowed_values", f"{value} not in ({_sql_list(col.allowed)})"))
+        rules += [(f"{rule}:{col.name}", f"{value} is not null and ({sql})") for rule, sql in checks]
+    return rules
+
+
+def table_rules(spec: TableSpec, manifest: Manifest) -> list[tuple[str, str]]:
+    """Rules that relate a row to its manifest, its patient or other rows."""
+    rules: list[tuple[str, str]] = []
+    if "practice_id" in spec.column_names:
+        rules.append(("practice_not_in_delivery",
+                      f"r.practice_id not in ({_sql_list(manifest.practices)})"))
+    if spec.name == "patients":
+        rules += [("year_of_birth_range", f"try_cast(r.year_of_birth as integer) not between 1900 "
+                                          f"and {manifest.extracted_at.year}"),
+                  ("death_before_birth", "year(try_cast(r.date_of_death as date)) "
+                                         "< try_cast(r.year_of_birth as integer)")]
+    if spec.name == "registrations":
+        rules.append(("end_before_start", "try_cast(r.end_date as date) "
+                                          "< try_cast(r.start_date as date)"))
+    if spec.name in PATIENT_TABLES:
+        event = f"try_cast(r.{EVENT_DATE_COLUMNS[spec.name]} as date)"
+        rules += [("unknown_patient", "p.patient_id is null"),
+                  ("before_birth", f"year({event}) < p.year_of_birth")]
+        if spec.name in NOT_AFTER_DEATH:
+            rules.append(("after_death", f"{event} > p.date_of_death"))
+    if spec.name == "clinical_events":
+        rules.append(("unknown_consultation", "r.consultation_id is not null and "
+                      "r.consultation_id not in (select consultation_id from _known_consultations)"))
+    key = ", ".join(f"r.{k}" for k in spec.key)
+    rules.append(("duplicate_key", f"count(*) over (partition by {key}) > 1"))
+    return rules
+
+
+def check_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, manifest: Manifest) -> None:
+    """Build temp table `_chk_<table>`: the staged rows with `_rule`, the first rule broken."""
+    rules = column_rules(spec, manifest.extracted_at) + table_rules(spec, manifest)
+    case = "case " + " ".join(f"when {sql} then '{rule}'" for rule, sql in rules) + " end"
+    joins = ""
+    if spec.name in PATIENT_TABLES:
+        joins = ("left join _known_patients p on p.practice_id = r.practice_id "
+                 "and p.patient_id = r.patient_id")
+    con.execute(f"create or replace temp table _chk_{spec.name} as "
+                f"select r.*, {case} as _rule from {_staged(spec.name)} r {joins}")
+
+
+def register_bad_codes(con: duckdb.DuckDBPyConnection) -> None:
+    """Temp table `_bad_codes`: staged SNOMED codes that fail the Verhoeff or partition check."""
+    codes = [row[0] for row in con.execute(
+        f"select distinct snomed_code from {_staged('clinical_events')} "
+        "where snomed_code is not null").fetchall()] if _has_staged(con, "clinical_events") else []
+    bad = [(code,) for code in codes if snomed_problem(code)]
+    con.execute("create or replace temp table _bad_codes (code varchar)")
+    if bad:
+        con.executemany("insert into _bad_codes values (?)", bad)
+
+
+def _has_staged(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(con.execute("select count(*) from duckdb_tables() where temporary "
+                            "and table_name = ?", [_staged(table)]).fetchone()[0])
+
+
+def typed_select(spec: TableSpec) -> str:
+    """Cast a checked text row to the contract's types."""
+    return ", ".join(f"cast({c.name} as {SQL_TYPES[c.kind]}) as {c.name}" for c in spec.columns)
+
+
+def _known_sets(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> None:
+    """Patients and consultations that rows of this delivery may refer to.
+
+    A full delivery replaces its practices, so only its own rows count; a delta may also
+    refer to rows already held for its practices.
+    """
+    practices = _sql_list(manifest.practices)
+    held = manifest.kind == "delta"
+    con.execute(
+        "create or replace temp table _known_patients as "
+        "select practice_id, patient_id, cast(year_of_birth as integer) as year_of_birth, "
+        "cast(date_of_death as date) as date_of_death from _chk_patients where _rule is null"
+        + (" union all by name select practice_id, patient_id, year_of_birth, date_of_death "
+           f"from raw.patients where practice_id in ({practices}) and (practice_id, patient_id) "
+           "not in (select practice_id, patient_id from _chk_patients where _rule is null)"
+           if held else ""))
+
+
+def _known_consultations(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> None:
+    practices = _sql_list(manifest.practices)
+    held = (f" union select consultation_id from raw.consultations where practice_id in "
+            f"({practices})") if manifest.kind == "delta" else ""
+    con.execute("create or replace temp table _known_consultations as select consultation_id "
+                "from _chk_consultations where _rule is null" + held)
+
+
+def _empty_staged(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
+    """An empty staged table for a table a delta delivery does not carry."""
+    columns = ", ".join(f"{c} varchar" for c in spec.column_names)
+    con.execute(f"create or replace temp table {_staged(spec.name)} (_row bigint, {columns})")
+
+
+# --- applying ------------------------------------------------------------------------------
+
+def _previous(con: duckdb.DuckDBPyConnection, delivery_id: str) -> list[tuple[str, str]]:
+    return con.execute("select status, manifest_sha256 from audit.deliveries "
+                       "where delivery_id = ?", [delivery_id]).fetchall()
+
+
+def _record(con: duckdb.DuckDBPyConnection, delivery_id: str, digest: str, status: str,
+            reason: str, manifest: Manifest | None = None) -> None:
+    con.execute(
+        "insert into audit.deliveries values (?, ?, ?, ?, ?, ?, ?, now()::timestamp)",
+        [delivery_id, digest, manifest.extracted_at if manifest else None,
+         manifest.kind if manifest else None, manifest.source_system if manifest else None,
+         status, reason])
+
+
+def refuse(con: duckdb.DuckDBPyConnection, delivery_id: str, digest: str, reason: str,
+           manifest: Manifest | None = None) -> DeliveryOutcome:
+    """Record a refusal once per distinct content; nothing of the delivery is applied."""
+    if ("refused", digest) not in _previous(con, delivery_id):
+        _record(con, delivery_id, digest, "refused", reason, manifest)
+    log.warning("refused %s: %s", delivery_id, reason)
+    return DeliveryOutcome(delivery_id, "refused", reason)
+
+
+def precheck(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> DeliveryOutcome | None:
+    """Skip or refuse a delivery on what the warehouse already holds; None means go ahead."""
+    previous = _previous(con, manifest.delivery_id)
+    applied = {digest for status, digest in previous if status == "applied"}
+    if manifest.manifest_sha256 in applied:
+        return DeliveryOutcome(manifest.delivery_id, "skipped", "already applied")
+    if applied:
+        return refuse(con, manifest.delivery_id, manifest.manifest_sha256,
+                      f"{manifest.directory / contract.MANIFEST_NAME}: duplicate_delivery_id: "
+                      "a delivery with this id and different content was applied before; "
+                      "send corrections under a new delivery id", manifest)
+    if ("refused", manifest.manifest_sha256) in previous:
+        return DeliveryOutcome(manifest.delivery_id, "skipped", "refused before, unchanged")
+    newer = con.execute(
+        "select p.practice_id, d.delivery_id from audit.delivery_practices p "
+        "join audit.deliveries d using (delivery_id) where d.status = 'applied' "
+        "and p.practice_id in (select unnest(?::varchar[])) "
+        "and (d.extracted_at, d.delivery_id) > (?::date, ?) order by all limit 1",
+        [list(manifest.practices), manifest.extracted_at, manifest.delivery_id]).fetchone()
+    if newer:
+        return refuse(con, manifest.delivery_id, manifest.manifest_sha256,
+                      f"{manifest.directory / contract.MANIFEST_NAME}: out_of_order: practice "
+                      f"{newer[0]} already has the later delivery {newer[1]}; applying this "
+                      "one would roll its data back", manifest)
+    return None
+
+
+def _write(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> list[TableCount]:
+    """Apply checked rows and the audit trail in one transaction."""
+    practices = _sql_list(manifest.practices)
+    counts: list[TableCount] = []
+    con.execute("begin")
+    try:
+        for spec in TABLES.values():
+            checked = f"_chk_{spec.name}"
+            if manifest.kind == "full":
+                con.execute(f"delete from raw.{spec.name} where practice_id in ({practices})")
+            elif spec.name in manifest.files:
+                key = ", ".join(spec.key)
+                con.execute(f"delete from raw.{spec.name} where ({key}) in "
+                            f"(select ({key}) from {checked} where _rule is null)")
+            con.execute(f"insert into raw.{spec.name} select {typed_select(spec)}, ? "
+                        f"from {checked} where _rule is null", [manifest.delivery_id])
+        if manifest.kind == "delta" and DELETIONS.name in manifest.files:
+            _apply_deletions(con, manifest)
+        for spec in _checked_specs(manifest):
+            counts.append(_audit_table(con, manifest, spec))
+        con.executemany("insert into audit.delivery_practices values (?, ?)",
+                        [(manifest.delivery_id, p) for p in manifest.practices])
+        _record(con, manifest.delivery_id, manifest.manifest_sha256, "applied", "", manifest)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return counts
+
+
+def _checked_specs(manifest: Manifest) -> list[TableSpec]:
+    specs = list(TABLES.values())
+    return specs + [DELETIONS] if DELETIONS.name in manifest.files else specs
+
+
+def _apply_deletions(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> None:
+    practices = _sql_list(manifest.practices)
+    for spec in TABLES.values():
+        record_key = "patient_id" if spec.name == "patients" else spec.key[0]
+        con.execute(f"delete from raw.{spec.name} where practice_id in ({practices}) and "
+                    f"{record_key} in (select record_id from _chk_deletions "
+                    f"where _rule is null and table_name = ?)", [spec.name])
+
+
+def _audit_table(con: duckdb.DuckDBPyConnection, manifest: Manifest, spec: TableSpec) -> TableCount:
+    checked = f"_chk_{spec.name}"
+    practice = "practice_id" if "practice_id" in spec.column_names else "null"
+    columns = ", ".join(spec.column_names)
+    con.execute(f"insert into audit.quarantine select ?, ?, {practice}, _row, _rule, "
+                f"to_json(struct_pack({columns})) from {checked} where _rule is not null "
+                "order by _row", [manifest.delivery_id, spec.name])
+    con.execute(f"insert into audit.delivery_practice_tables select ?, {practice}, ?, count(*), "
+                f"count(*) filter (where _rule is null), count(*) filter (where _rule is not null) "
+                f"from {checked} group by all", [manifest.delivery_id, spec.name])
+    received, loaded = con.execute(f"select count(*), count(*) filter (where _rule is null) "
+                                   f"from {checked}").fetchone()
+    con.execute("insert into audit.delivery_tables values (?, ?, ?, ?, ?)",
+                [manifest.delivery_id, spec.name, received, loaded, received - loaded])
+    return TableCount(spec.name, received, loaded, received - loaded)
+
+
+def apply_delivery(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> DeliveryOutcome:
+    """Check and apply one delivery; refuse it whole if a file breaks the contract."""
+    if outcome := precheck(con, manifest):
+        return outcome
+    try:
+        check_files(manifest)
+        for spec in _checked_specs(manifest):
+            if spec.name in manifest.files:
+                stage_file(con, manifest.files[spec.name], spec)
+            else:
+                _empty_staged(con, spec)
+        register_bad_codes(con)
+        for spec in _checked_specs(manifest):
+            if spec.name == "clinical_events":
+                _known_consultations(con, manifest)
+            check_rows(con, spec, manifest)
+            if spec.name == "patients":
+                _known_sets(con, manifest)
+    except ContractError as exc:
+        return refuse(con, manifest.delivery_id, manifest.manifest_sha256, str(exc), manifest)
+    tables = _write(con, manifest)
+    log.info("applied %s: %s", manifest.delivery_id,
+             ", ".join(f"{t.table} {t.loaded}/{t.received}" for t in tables))
+    return DeliveryOutcome(manifest.delivery_id, "applied", "", tables)
+
+
+def ingest(con: duckdb.DuckDBPyConnection, landing: Path,
+           progress: Callable[[str], None] | None = None) -> IngestReport:
+    """Apply every delivery in `landing` not yet applied, in contract order."""
+    outcomes = []
+    found = discover(landing)
+    for number, item in enumerate(found, start=1):
+        if isinstance(item, Unreadable):
+            outcome = refuse(con, item.directory.name, item.manifest_sha256, str(item.error))
+        else:
+            outcome = apply_delivery(con, item)
+        outcomes.append(outcome)
+        if progress:
+            progress(f"[{number}/{len(found)}] {outcome.delivery_id}: {outcome.status}"
+                     + (f" ({outcome.reason})" if outcome.reason else ""))
+    return IngestReport(outcomes)

@@ -1,0 +1,182 @@
+"""Applying deliveries: contract order, full replacement, re-runs and refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from deliveries import write_delivery
+from sprx_pipeline import ingest
+from sprx_pipeline.config import WarehousePaths
+from sprx_pipeline.pipeline import ingest_landing
+from sprx_pipeline.warehouse import WarehouseBusy, writer_lock
+from tiny_extract import write_tiny_extract
+
+PRACTICE = [("P009", "Midlands")]
+PATIENTS = [("A", "P009", 1970, "F", "White", 3, "urban", None),
+            ("B", "P009", 1980, "M", "Asian", None, None, None)]
+REGISTRATIONS = [("RA", "A", "P009", "2010-01-01", None), ("RB", "B", "P009", "2012-05-01", None)]
+
+
+def small_delivery(landing: Path, delivery_id: str = "2020-01-31_vision_001",
+                   extracted_at: str = "2020-01-31", patients=PATIENTS,
+                   registrations=REGISTRATIONS, **tables) -> Path:
+    return write_delivery(landing, delivery_id, extracted_at, "Vision", ["P009"], {
+        "practices": PRACTICE, "patients": patients, "registrations": registrations, **tables})
+
+
+def contents(warehouse: Path) -> dict[str, list]:
+    """Every row of the raw and audit tables, sorted, for before/after comparison."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        tables = con.execute("select schema_name, table_name from duckdb_tables() "
+                             "where schema_name in ('raw', 'audit') order by all").fetchall()
+        return {f"{s}.{t}": sorted(map(repr, con.execute(f"select * from {s}.{t}").fetchall()))
+                for s, t in tables}
+
+
+def statuses(warehouse: Path) -> list[tuple]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute("select delivery_id, status, reason from audit.deliveries "
+                           "order by applied_at, delivery_id").fetchall()
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> WarehousePaths:
+    return WarehousePaths.at(tmp_path / "wh" / "sprx.duckdb")
+
+
+def test_deliveries_are_applied_in_extracted_at_then_id_order(tmp_path, paths):
+    landing = write_tiny_extract(tmp_path / "landing")
+    report = ingest_landing(paths, landing)
+    assert [o.delivery_id for o in report.applied] == ["2019-06-30_tpp_001",
+                                                       "2020-01-31_emis_001"]
+
+
+def test_rerun_with_nothing_new_changes_nothing(tmp_path, paths):
+    landing = write_tiny_extract(tmp_path / "landing")
+    ingest_landing(paths, landing)
+    before = contents(paths.work)
+    report = ingest_landing(paths, landing)
+    assert [o.status for o in report.outcomes] == ["skipped", "skipped"]
+    assert contents(paths.work) == before
+
+
+def test_full_delivery_replaces_every_table_of_its_practices(tmp_path, paths):
+    landing = tmp_path / "landing"
+    small_delivery(landing, "2019-12-31_vision_001", "2019-12-31")
+    small_delivery(landing, "2020-01-31_vision_001", patients=PATIENTS[:1],
+                   registrations=REGISTRATIONS[:1])
+    ingest_landing(paths, landing)
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        assert con.execute("select patient_id, _delivery_id from raw.patients").fetchall() == [
+            ("A", "2020-01-31_vision_001")]
+        assert con.execute("select count(*) from raw.registrations").fetchone() == (1,)
+
+
+def test_same_delivery_id_with_new_content_is_refused(tmp_path, paths):
+    landing = tmp_path / "landing"
+    small_delivery(landing)
+    ingest_landing(paths, landing)
+    before = contents(paths.work)["raw.patients"]
+    shutil.rmtree(landing / "2020-01-31_vision_001")
+    small_delivery(landing, patients=PATIENTS[:1], registrations=REGISTRATIONS[:1])
+    report = ingest_landing(paths, landing)
+    assert [o.status for o in report.outcomes] == ["refused"]
+    assert "duplicate_delivery_id" in report.refused[0].reason
+    assert contents(paths.work)["raw.patients"] == before
+
+
+def test_older_delivery_for_the_same_practice_is_refused_not_rolled_back(tmp_path, paths):
+    landing = tmp_path / "landing"
+    small_delivery(landing)
+    ingest_landing(paths, landing)
+    small_delivery(landing, "2019-12-31_vision_001", "2019-12-31", patients=PATIENTS[:1],
+                   registrations=REGISTRATIONS[:1])
+    report = ingest_landing(paths, landing)
+    assert [(o.delivery_id, o.status) for o in report.outcomes] == [
+        ("2019-12-31_vision_001", "refused"), ("2020-01-31_vision_001", "skipped")]
+    assert "out_of_order" in report.refused[0].reason
+    assert "2020-01-31_vision_001" in report.refused[0].reason
+
+
+def test_file_that_differs_from_its_manifest_hash_refuses_the_delivery_whole(tmp_path, paths):
+    landing = tmp_path / "landing"
+    folder = small_delivery(landing)
+    with open(folder / "patients.csv", "a") as handle:
+        handle.write("C,P009,1990,F,White,1,urban,\n")
+    report = ingest_landing(paths, landing)
+    (outcome,) = report.refused
+    assert "patients.csv: sha256_mismatch" in outcome.reason
+    assert contents(paths.work)["raw.patients"] == []
+    assert statuses(paths.work) == [("2020-01-31_vision_001", "refused", outcome.reason)]
+
+
+def test_refusal_is_recorded_once_and_a_corrected_delivery_is_then_applied(tmp_path, paths):
+    landing = tmp_path / "landing"
+    folder = small_delivery(landing)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["patients"]["rows"] = 3
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert ingest_landing(paths, landing).refused[0].reason.endswith(
+        "row_count: the manifest says 3 rows, the file has 2")
+    assert [o.status for o in ingest_landing(paths, landing).outcomes] == ["skipped"]
+    manifest["files"]["patients"]["rows"] = 2
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert [o.status for o in ingest_landing(paths, landing).outcomes] == ["applied"]
+    assert [s for _, s, _ in statuses(paths.work)] == ["refused", "applied"]
+
+
+def test_unreadable_manifest_is_refused_with_its_path(tmp_path, paths):
+    landing = tmp_path / "landing"
+    (landing / "2020-01-31_broken").mkdir(parents=True)
+    (landing / "2020-01-31_broken" / "manifest.json").write_text("{not json")
+    small_delivery(landing)
+    report = ingest_landing(paths, landing)
+    assert [(o.delivery_id, o.status) for o in report.outcomes] == [
+        ("2020-01-31_broken", "refused"), ("2020-01-31_vision_001", "applied")]
+    assert "2020-01-31_broken/manifest.json: manifest_json" in report.refused[0].reason
+
+
+def test_bad_rows_are_quarantined_and_accounted_for(tmp_path, paths):
+    landing = tmp_path / "landing"
+    small_delivery(landing, consultations=[
+        ("C1", "A", "P009", "2019-01-01", "face_to_face", "gp"),
+        ("C2", "A", "P009", "2019-02-30", "face_to_face", "gp"),   # no such date
+        ("C3", "Z", "P009", "2019-01-01", "telephone", "gp"),      # unknown patient
+        ("C4", "B", "P009", "2020-02-01", "telephone", "gp"),      # after extracted_at
+        ("C5", "B", "P009", "2019-01-01", "carrier_pigeon", "gp"),  # not an allowed mode
+        ("C6", "A", "P009", "1969-12-31", "telephone", "gp"),      # before year of birth
+    ], clinical_events=[
+        ("E1", "A", "P009", "2019-01-01", "871731000000106", "C1", None),
+        ("E2", "A", "P009", "2019-01-01", "871731000000107", None, None),  # Verhoeff fails
+        ("E3", "A", "P009", "2019-01-01", "871731000000106", "C2", None),  # quarantined consult
+    ])
+    ingest_landing(paths, landing)
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        rules = con.execute("select row_json->>'$.consultation_id', rule from audit.quarantine "
+                            "where table_name = 'consultations' order by 1").fetchall()
+        assert rules == [("C2", "invalid_date:consultation_date"), ("C3", "unknown_patient"),
+                         ("C4", "after_extracted_at:consultation_date"),
+                         ("C5", "allowed_values:mode"), ("C6", "before_birth")]
+        events = con.execute("select row_json->>'$.event_id', rule from audit.quarantine "
+                             "where table_name = 'clinical_events' order by 1").fetchall()
+        assert events == [("E2", "snomed_code:snomed_code"), ("E3", "unknown_consultation")]
+        accounts = con.execute("select table_name, received, loaded, quarantined from "
+                               "audit.delivery_tables where table_name in ('consultations', "
+                               "'clinical_events') order by 1").fetchall()
+        assert accounts == [("clinical_events", 3, 1, 2), ("consultations", 6, 1, 5)]
+
+
+def test_missing_landing_area_is_an_error_that_says_what_to_do(tmp_path, paths):
+    with pytest.raises(ingest.IngestError, match="does not exist.*create it"):
+        ingest_landing(paths, tmp_path / "nowhere")
+
+
+def test_a_second_writer_is_told_the_warehouse_is_busy(tmp_path, paths):
+    with writer_lock(paths):
+        with pytest.raises(WarehouseBusy, match="being written by pid"):
+            ingest_landing(paths, tmp_path)
