@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -13,7 +15,7 @@ from deliveries import write_delivery
 from sprx_pipeline import ingest
 from sprx_pipeline.config import WarehousePaths
 from sprx_pipeline.pipeline import ingest_landing
-from sprx_pipeline.warehouse import WarehouseBusy, writer_lock
+from sprx_pipeline.warehouse import WarehouseBusy
 from tiny_extract import write_tiny_extract
 
 PRACTICE = [("P009", "Midlands")]
@@ -177,6 +179,19 @@ def test_missing_landing_area_is_an_error_that_says_what_to_do(tmp_path, paths):
 
 
 def test_a_second_writer_is_told_the_warehouse_is_busy(tmp_path, paths):
-    with writer_lock(paths):
-        with pytest.raises(WarehouseBusy, match="being written by pid"):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from sprx_pipeline.config import WarehousePaths\n"
+        "from sprx_pipeline.warehouse import writer_lock\n"
+        f"with writer_lock(WarehousePaths.at({str(paths.published)!r})):\n"
+        "    print('locked', flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(WarehouseBusy, match=f"being written by pid {holder.pid}"):
             ingest_landing(paths, tmp_path)
+        with pytest.raises(WarehouseBusy):
+            ingest_landing(paths, tmp_path, wait_seconds=0.5)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ingest_landing(paths, write_tiny_extract(tmp_path / "landing")).applied

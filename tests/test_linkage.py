@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import duckdb
 import pytest
 
 D = date.fromisoformat
@@ -130,8 +131,13 @@ def test_consultation_after_death_is_quarantined_with_its_rule(tiny):
 
 
 def test_build_records_the_codelist_version_it_used(tiny):
+    # The published copy is taken from a build that passed; the work file then marks it published.
     rows = tiny.query("select status, codelist, codelist_version from audit.builds")
     assert rows == [("success", "social-prescribing", "2026-11-22.1")]
+    with duckdb.connect(str(tiny.paths.work), read_only=True) as con:
+        assert con.execute("select status from audit.builds").fetchall() == [("published",)]
+    pulls = tiny.query("select codelist, version, status from audit.codelist_pulls")
+    assert pulls == [("social-prescribing", "2026-11-22.1", "verified")]
 
 
 def test_published_warehouse_is_read_only_and_holds_only_published_schemas(tiny):

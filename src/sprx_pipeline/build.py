@@ -57,7 +57,7 @@ def run_dbt(args: list[str], paths: WarehousePaths) -> tuple[int, list[dict[str,
     return completed.returncode, results
 
 
-def _failures(returncode: int, results: list[dict[str, Any]]) -> tuple[int, list[str]]:
+def failures(returncode: int, results: list[dict[str, Any]]) -> tuple[int, list[str]]:
     bad = [r for r in results if r["status"] in ("error", "fail", "runtime error")]
     lines = [f"{r['unique_id']}: {(r.get('message') or r['status']).strip()}" for r in bad]
     if returncode != 0 and not lines:
@@ -65,9 +65,9 @@ def _failures(returncode: int, results: list[dict[str, Any]]) -> tuple[int, list
     return len(results) - len(bad), lines
 
 
-def build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
-          select: list[str] | None = None) -> BuildReport:
-    """Make `codelist` active, then `dbt build` the project; raise BuildError on any failure."""
+def start_build(paths: WarehousePaths, codelist: Codelist,
+                dbt_vars: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """Make `codelist` active and open a row in audit.builds; return its id and the vars."""
     build_id = uuid.uuid4().hex[:12]
     merged_vars = {"sp_codelist": codelist.name, **(dbt_vars or {})}
     con = connect(paths.work)
@@ -78,14 +78,26 @@ def build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | 
                                     json.dumps(merged_vars, sort_keys=True)])
     finally:
         con.close()
-    extra = ["--select", *select] if select else []
-    passed, failed = _failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
+    return build_id, merged_vars
+
+
+def finish_build(paths: WarehousePaths, build_id: str, status: str) -> None:
+    """Close a build's row in audit.builds as success, failed or published."""
     con = connect(paths.work)
     try:
         con.execute("update audit.builds set status = ?, finished_at = now()::timestamp "
-                    "where build_id = ?", ["success" if not failed else "failed", build_id])
+                    "where build_id = ?", [status, build_id])
     finally:
         con.close()
+
+
+def build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
+          select: list[str] | None = None) -> BuildReport:
+    """Make `codelist` active, then `dbt build` the project; raise BuildError on any failure."""
+    build_id, merged_vars = start_build(paths, codelist, dbt_vars)
+    extra = ["--select", *select] if select else []
+    passed, failed = failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
+    finish_build(paths, build_id, "success" if not failed else "failed")
     if failed:
         raise BuildError("dbt build failed:\n  " + "\n  ".join(failed)
                          + f"\n(full log: {paths.dbt_dir / 'logs' / 'dbt.log'})")

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__, config
 from .build import BuildError
+from .quality import QualityGateError
 from .codelists import CodelistError
 from .config import WarehousePaths
 from .contract import ContractError
@@ -28,6 +29,7 @@ examples:
   sprx run --landing data/landing --warehouse data/warehouse/sprx.duckdb
   sprx ingest data/landing --warehouse data/warehouse/sprx.duckdb
   sprx build --warehouse data/warehouse/sprx.duckdb
+  sprx codelists --codelists https://example.org/codelists/ --warehouse data/warehouse/sprx.duckdb
   sprx summary --warehouse data/warehouse/sprx.duckdb
 
 The published warehouse (--warehouse) is read-only; the pipeline writes a work file beside
@@ -50,8 +52,12 @@ def _warehouse_arg(parser: argparse.ArgumentParser) -> None:
 
 def _codelist_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codelists", default=config.default_codelist_source(),
-                        help="codelist folder with manifest.json (default: "
+                        help="codelist source: a folder or an HTTP(S) base URL (default: "
                              "$SPRX_CODELIST_SOURCE or the repository's codelists/)")
+    parser.add_argument("--pins", type=Path, default=config.default_codelist_pins(),
+                        help="manifest pinning each list's version and SHA-256 (default: "
+                             "$SPRX_CODELIST_PINS, else the source folder's manifest.json, "
+                             "else the repository's)")
 
 
 def _vars_arg(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     _warehouse_arg(bld)
     _codelist_arg(bld)
     _vars_arg(bld)
+
+    cod = commands.add_parser("codelists", help="pull and verify the codelists",
+                              description="Fetch every pinned codelist from the source, check "
+                              "it against its pinned version and SHA-256, and keep it for builds.")
+    _warehouse_arg(cod)
+    _codelist_arg(cod)
 
     pub = commands.add_parser("publish", help="publish the built warehouse (atomic)")
     _warehouse_arg(pub)
@@ -143,10 +155,12 @@ def _run(args: argparse.Namespace) -> int:
 
     paths = WarehousePaths.at(args.warehouse)
     started = time.perf_counter()
-    report = pipeline.run(paths, args.landing, args.codelists, args.vars, _say, args.wait)
+    report = pipeline.run(paths, args.landing, args.codelists, args.vars, _say, args.wait,
+                          args.pins)
     _print_ingest(report.ingest)
-    _say(f"built {report.build.passed} dbt nodes (build {report.build.build_id}); published "
-         f"in {time.perf_counter() - started:.1f} s")
+    _say(f"built {report.build.passed} dbt nodes (build {report.build.build_id}); quality "
+         f"gate passed ({len(report.gate.checks)} checks); published in "
+         f"{time.perf_counter() - started:.1f} s")
     _print_summary(report.summary)
     return 1 if report.ingest.refused else 0
 
@@ -168,8 +182,14 @@ def dispatch(args: argparse.Namespace) -> int:
         report = pipeline.ingest_landing(paths, args.landing, _say, args.wait)
         _print_ingest(report)
         return 1 if report.refused else 0
+    if args.command == "codelists":
+        for codelist in pipeline.pull_codelists(paths, args.codelists, args.pins, args.wait):
+            _say(f"verified {codelist.name} {codelist.version} ({len(codelist.codes)} codes, "
+                 f"sha256 {codelist.sha256[:12]}…)")
+        return 0
     if args.command == "build":
-        built = pipeline.build_warehouse(paths, args.codelists, args.vars, args.wait)
+        pipeline.pull_codelists(paths, args.codelists, args.pins, args.wait)
+        built = pipeline.build_warehouse(paths, args.vars, args.wait)
         _say(f"built {built.passed} dbt nodes into {paths.work} (build {built.build_id})")
         return 0
     if args.command == "publish":
@@ -187,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     except WarehouseBusy as exc:
         print(f"sprx: busy: {exc}", file=sys.stderr)
         return 3
-    except (IngestError, ContractError, CodelistError, BuildError, FileNotFoundError,
-            NotADirectoryError, ValueError) as exc:
+    except (IngestError, ContractError, CodelistError, BuildError, QualityGateError,
+            FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"sprx: error: {exc}", file=sys.stderr)
         return 2
 

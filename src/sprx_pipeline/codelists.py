@@ -11,15 +11,19 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
+from .config import DEFAULT_CODELIST_DIR
 from .snomed import snomed_problem
 
 CATEGORIES = ("referral", "declined", "related_referral", "homeless")
 MANIFEST_NAME = "manifest.json"
+DEFAULT_PINS = DEFAULT_CODELIST_DIR / MANIFEST_NAME
 
 
 class CodelistError(ValueError):
@@ -39,6 +43,7 @@ class Codelist:
     version: str
     sha256: str
     codes: tuple[Code, ...]
+    data: bytes = field(default=b"", compare=False, repr=False)
 
     def codes_in(self, category: str) -> list[str]:
         return [c.code for c in self.codes if c.category == category]
@@ -72,11 +77,11 @@ def parse_codelist_csv(data: bytes, where: str) -> tuple[Code, ...]:
     return tuple(codes)
 
 
-def read_manifest(folder: Path) -> dict[str, dict]:
-    """The `codelists` object of a codelist folder's manifest, keyed by list name."""
-    path = folder / MANIFEST_NAME
+def read_pins(path: Path) -> dict[str, dict]:
+    """The `codelists` object of a codelist manifest (the pins), keyed by list name."""
     if not path.is_file():
-        raise CodelistError(f"{path}: no codelist manifest; expected {MANIFEST_NAME} in {folder}")
+        raise CodelistError(f"{path}: no codelist manifest; expected {MANIFEST_NAME} pinning "
+                            "each list's version and sha256")
     try:
         lists = json.loads(path.read_text(encoding="utf-8"))["codelists"]
     except (ValueError, KeyError, TypeError) as exc:
@@ -87,6 +92,34 @@ def read_manifest(folder: Path) -> dict[str, dict]:
     return lists
 
 
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def pins_for(source: str, pins: Path | None = None) -> Path:
+    """Which manifest pins a source: the one given, else the source folder's, else the repo's."""
+    if pins is not None:
+        return pins
+    if not is_url(source) and (Path(source) / MANIFEST_NAME).is_file():
+        return Path(source) / MANIFEST_NAME
+    return DEFAULT_PINS
+
+
+def fetch(source: str, relative: str, timeout: float = 30.0) -> bytes:
+    """The bytes of `relative` under a source: a local folder or an HTTP(S) base URL."""
+    if is_url(source):
+        url = f"{source.rstrip('/')}/{relative}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.read()
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise CodelistError(f"{url}: could not fetch the codelist ({exc})") from None
+    path = Path(source) / relative
+    if not path.is_file():
+        raise CodelistError(f"{path}: file named by the manifest is missing")
+    return path.read_bytes()
+
+
 def verify_codelist(name: str, entry: dict, data: bytes, where: str) -> Codelist:
     """Check a list's bytes against its pinned hash, then parse it."""
     actual = hashlib.sha256(data).hexdigest()
@@ -95,19 +128,43 @@ def verify_codelist(name: str, entry: dict, data: bytes, where: str) -> Codelist
             f"{where}: content has drifted from version {entry['version']} (pinned sha256 "
             f"{entry['sha256'][:12]}…, file has {actual[:12]}…); publish it as a new version "
             "with its new hash")
-    return Codelist(name, str(entry["version"]), actual, parse_codelist_csv(data, where))
+    return Codelist(name, str(entry["version"]), actual, parse_codelist_csv(data, where), data)
 
 
-def load_codelist(folder: Path, name: str) -> Codelist:
-    """Read list `name` from a codelist folder and verify it against the folder's manifest."""
-    lists = read_manifest(folder)
+def load_codelist(source: str | Path, name: str, pins: Path | None = None) -> Codelist:
+    """Fetch list `name` from a source and verify it against its pinned version and hash."""
+    source = str(source)
+    pin_path = pins_for(source, pins)
+    lists = read_pins(pin_path)
     if name not in lists:
-        raise CodelistError(f"{folder / MANIFEST_NAME}: no list named {name!r} "
-                            f"(has {', '.join(lists) or 'none'})")
-    path = folder / lists[name]["path"]
-    if not path.is_file():
-        raise CodelistError(f"{path}: file named by the manifest is missing")
-    return verify_codelist(name, lists[name], path.read_bytes(), str(path))
+        raise CodelistError(f"{pin_path}: no list named {name!r} (has {', '.join(lists) or 'none'})")
+    entry = lists[name]
+    where = f"{source.rstrip('/')}/{entry['path']}"
+    return verify_codelist(name, entry, fetch(source, entry["path"]), where)
+
+
+def load_all(source: str | Path, pins: Path | None = None) -> list[Codelist]:
+    """Every list the pins name, fetched from `source` and verified."""
+    pin_path = pins_for(str(source), pins)
+    return [load_codelist(source, name, pin_path) for name in read_pins(pin_path)]
+
+
+def write_cache(folder: Path, codelists: list[Codelist]) -> Path:
+    """Keep verified lists byte for byte, with a manifest pinning them, as a codelist folder.
+
+    Builds read this folder, so a build never depends on the source being reachable.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {}
+    for codelist in codelists:
+        file_name = f"{codelist.name}.csv"
+        (folder / file_name).write_bytes(codelist.data)
+        manifest[codelist.name] = {"version": codelist.version, "path": file_name,
+                                   "sha256": codelist.sha256}
+    temporary = folder / f".{MANIFEST_NAME}.tmp"
+    temporary.write_text(json.dumps({"codelists": manifest}, indent=2, sort_keys=True) + "\n")
+    temporary.replace(folder / MANIFEST_NAME)
+    return folder
 
 
 def record_codelist(con: duckdb.DuckDBPyConnection, codelist: Codelist) -> None:

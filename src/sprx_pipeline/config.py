@@ -4,7 +4,8 @@
 |---|---|---|
 | SPRX_LANDING_DIR | data/landing | folder of delivery folders |
 | SPRX_WAREHOUSE_PATH | data/warehouse/sprx.duckdb | the published, read-only warehouse |
-| SPRX_CODELIST_SOURCE | <repo>/codelists | folder (or URL) holding the codelist manifest |
+| SPRX_CODELIST_SOURCE | <repo>/codelists | folder or HTTP(S) base URL serving the codelist files |
+| SPRX_CODELIST_PINS | the source folder's manifest.json, else <repo>/codelists/manifest.json | manifest pinning each list's version and SHA-256 |
 | SPRX_PROJECT_ROOT | this checkout | where `dbt_project/` and `codelists/` are |
 """
 
@@ -32,6 +33,11 @@ def default_codelist_source() -> str:
     return os.environ.get("SPRX_CODELIST_SOURCE", str(DEFAULT_CODELIST_DIR))
 
 
+def default_codelist_pins() -> Path | None:
+    pins = os.environ.get("SPRX_CODELIST_PINS")
+    return Path(pins) if pins else None
+
+
 @dataclass(frozen=True)
 class WarehousePaths:
     """The files behind one warehouse.
@@ -53,6 +59,11 @@ class WarehousePaths:
     @property
     def lock(self) -> Path:
         return self.published.with_name(f"{self.published.stem}.lock")
+
+    @property
+    def codelist_cache(self) -> Path:
+        """The verified codelists the latest pull kept (what builds read)."""
+        return self.published.with_name(f"{self.published.stem}.codelists")
 
     @property
     def dbt_dir(self) -> Path:

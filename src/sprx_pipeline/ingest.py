@@ -92,19 +92,21 @@ def discover(landing: Path) -> list[Manifest | Unreadable]:
     if not landing.is_dir():
         raise IngestError(f"landing area {landing} does not exist or is not a folder; "
                           "create it or pass the folder that holds the delivery folders")
-    found: list[Manifest | Unreadable] = []
-    for directory in sorted(p for p in landing.iterdir() if p.is_dir()):
-        if directory.name.startswith("."):
-            continue
-        try:
-            found.append(contract.read_manifest(directory))
-        except ContractError as exc:
-            manifest = directory / contract.MANIFEST_NAME
-            digest = contract.sha256_file(manifest) if manifest.is_file() else ""
-            found.append(Unreadable(directory, exc, digest))
+    found = [read_item(p) for p in sorted(landing.iterdir())
+             if p.is_dir() and not p.name.startswith(".")]
     unreadable = [f for f in found if isinstance(f, Unreadable)]
     readable = sorted((f for f in found if isinstance(f, Manifest)), key=lambda m: m.order_key)
     return [*unreadable, *readable]
+
+
+def read_item(directory: Path) -> Manifest | Unreadable:
+    """A delivery folder's parsed manifest, or why it could not be parsed."""
+    try:
+        return contract.read_manifest(directory)
+    except ContractError as exc:
+        manifest = directory / contract.MANIFEST_NAME
+        digest = contract.sha256_file(manifest) if manifest.is_file() else ""
+        return Unreadable(directory, exc, digest)
 
 
 # --- gate 1: files -----------------------------------------------------------------------
@@ -447,16 +449,31 @@ def apply_delivery(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Delive
     return DeliveryOutcome(manifest.delivery_id, "applied", "", tables)
 
 
+def is_pending(con: duckdb.DuckDBPyConnection, item: Manifest | Unreadable) -> bool:
+    """False when the warehouse already applied, or refused, this delivery as it is now."""
+    delivery_id = item.delivery_id if isinstance(item, Manifest) else item.directory.name
+    return all(digest != item.manifest_sha256 for _, digest in _previous(con, delivery_id))
+
+
+def apply_item(con: duckdb.DuckDBPyConnection, item: Manifest | Unreadable) -> DeliveryOutcome:
+    """Apply a discovered delivery, or refuse one whose manifest could not be read."""
+    if isinstance(item, Unreadable):
+        return refuse(con, item.directory.name, item.manifest_sha256, str(item.error))
+    return apply_delivery(con, item)
+
+
+def apply_folder(con: duckdb.DuckDBPyConnection, folder: Path) -> DeliveryOutcome:
+    """Apply the delivery in one folder (what an Airflow mapped task does)."""
+    return apply_item(con, read_item(folder))
+
+
 def ingest(con: duckdb.DuckDBPyConnection, landing: Path,
            progress: Callable[[str], None] | None = None) -> IngestReport:
     """Apply every delivery in `landing` not yet applied, in contract order."""
     outcomes = []
     found = discover(landing)
     for number, item in enumerate(found, start=1):
-        if isinstance(item, Unreadable):
-            outcome = refuse(con, item.directory.name, item.manifest_sha256, str(item.error))
-        else:
-            outcome = apply_delivery(con, item)
+        outcome = apply_item(con, item)
         outcomes.append(outcome)
         if progress:
             progress(f"[{number}/{len(found)}] {outcome.delivery_id}: {outcome.status}"

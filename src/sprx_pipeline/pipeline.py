@@ -1,21 +1,24 @@
 """The pipeline's steps as functions: what the CLI commands and the Airflow tasks call.
 
 Each step that writes takes the warehouse's single-writer lock, so a second run waits or
-stops with a clear message rather than corrupting the first.
+stops with a clear message rather than corrupting the first. `run` is the steps in order:
+pull codelists, ingest, build, quality gate, publish.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import build as dbt_build
-from . import codelists, ingest, publish
+from . import codelists, ingest, publish, quality
 from .config import SP_CODELIST, WarehousePaths
 from .warehouse import connect, writer_lock
 
+log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
@@ -23,12 +26,77 @@ def _quiet(_: str) -> None:
     pass
 
 
-def load_active_codelist(source: str | Path, name: str = SP_CODELIST) -> codelists.Codelist:
-    """The verified codelist from a codelist folder."""
-    folder = Path(source)
+# --- codelists ---------------------------------------------------------------------------
+
+def _record_pull(paths: WarehousePaths, source: str, status: str, reason: str,
+                 pulled: list[codelists.Codelist]) -> None:
+    con = connect(paths.work)
+    try:
+        rows = [(c.name, c.version, c.sha256) for c in pulled] or [(None, None, None)]
+        con.executemany("insert into audit.codelist_pulls values (now()::timestamp, ?, ?, ?, "
+                        "?, ?, ?)", [(*row, source, status, reason) for row in rows])
+    finally:
+        con.close()
+
+
+def pull_codelists(paths: WarehousePaths, source: str | Path, pins: Path | None = None,
+                   wait_seconds: float = 0.0) -> list[codelists.Codelist]:
+    """Fetch every pinned list from `source`, verify it, keep it for builds, record the pull.
+
+    A drifted or malformed list is refused with its reason (recorded in
+    audit.codelist_pulls) and the lists kept from the last good pull stay in force.
+    """
+    source = str(source)
+    with writer_lock(paths, wait_seconds):
+        try:
+            pulled = codelists.load_all(source, pins)
+        except codelists.CodelistError as exc:
+            _record_pull(paths, source, "refused", str(exc), [])
+            raise
+        codelists.write_cache(paths.codelist_cache, pulled)
+        _record_pull(paths, source, "verified", "", pulled)
+    return pulled
+
+
+def active_codelist(paths: WarehousePaths, name: str = SP_CODELIST) -> codelists.Codelist:
+    """The list a build uses: the last verified pull, checked again against its pin."""
+    if not (paths.codelist_cache / codelists.MANIFEST_NAME).is_file():
+        raise codelists.CodelistError(f"no verified codelists at {paths.codelist_cache}: pull "
+                                      "them first (`sprx run`, or the sprx_codelists DAG)")
+    return codelists.load_codelist(paths.codelist_cache, name)
+
+
+# --- deliveries --------------------------------------------------------------------------
+
+def pending_deliveries(paths: WarehousePaths, landing: Path) -> list[str]:
+    """Delivery folders in `landing` that the warehouse has not yet applied or refused as
+    they are now, in contract order. Reads only."""
+    found = ingest.discover(landing)
+    if not paths.work.is_file():
+        return [_folder_name(item) for item in found]
+    con = connect(paths.work, read_only=True)
+    try:
+        return [_folder_name(item) for item in found if ingest.is_pending(con, item)]
+    finally:
+        con.close()
+
+
+def _folder_name(item: ingest.Manifest | ingest.Unreadable) -> str:
+    return item.directory.name
+
+
+def apply_delivery(paths: WarehousePaths, landing: Path, delivery: str,
+                   wait_seconds: float = 0.0) -> ingest.DeliveryOutcome:
+    """Apply one delivery folder of `landing` (the unit of an Airflow mapped task)."""
+    folder = landing / delivery
     if not folder.is_dir():
-        raise codelists.CodelistError(f"codelist source {folder} is not a folder")
-    return codelists.load_codelist(folder, name)
+        raise ingest.IngestError(f"{folder} is not a delivery folder in {landing}")
+    with writer_lock(paths, wait_seconds):
+        con = connect(paths.work)
+        try:
+            return ingest.apply_folder(con, folder)
+        finally:
+            con.close()
 
 
 def ingest_landing(paths: WarehousePaths, landing: Path, progress: Progress = _quiet,
@@ -42,45 +110,70 @@ def ingest_landing(paths: WarehousePaths, landing: Path, progress: Progress = _q
             con.close()
 
 
-def build_warehouse(paths: WarehousePaths, codelist_source: str | Path,
-                    dbt_vars: dict[str, Any] | None = None,
+# --- build, gate, publish ------------------------------------------------------------------
+
+def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
                     wait_seconds: float = 0.0) -> dbt_build.BuildReport:
-    """Verify the codelist and `dbt build` the work warehouse."""
-    codelist = load_active_codelist(codelist_source)
+    """`dbt build` the work warehouse with the active (verified) codelist."""
     with writer_lock(paths, wait_seconds):
-        return dbt_build.build(paths, codelist, dbt_vars)
+        return dbt_build.build(paths, active_codelist(paths), dbt_vars)
+
+
+def start_build(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
+                wait_seconds: float = 0.0) -> tuple[str, dict[str, Any]]:
+    """Record the active codelist and open a build (for orchestrators that run dbt models
+    as their own tasks); return the build id and the dbt vars to run with."""
+    with writer_lock(paths, wait_seconds):
+        return dbt_build.start_build(paths, active_codelist(paths), dbt_vars)
+
+
+def finish_build(paths: WarehousePaths, build_id: str, status: str,
+                 wait_seconds: float = 0.0) -> None:
+    with writer_lock(paths, wait_seconds):
+        dbt_build.finish_build(paths, build_id, status)
+
+
+def quality_gate(paths: WarehousePaths, run_dbt_tests: bool = True,
+                 wait_seconds: float = 0.0) -> quality.GateReport:
+    """Run the quality gate over the work warehouse; raise if anything must not publish."""
+    with writer_lock(paths, wait_seconds):
+        return quality.gate(paths, run_dbt_tests)
 
 
 def publish_warehouse(paths: WarehousePaths, build_id: str | None = None,
                       wait_seconds: float = 0.0) -> Path:
     """Replace the published warehouse with the work warehouse's published schemas."""
     with writer_lock(paths, wait_seconds):
-        return publish.publish(paths, build_id)
+        published = publish.publish(paths, build_id)
+        if build_id:
+            dbt_build.finish_build(paths, build_id, "published")
+        return published
 
 
 @dataclass
 class RunReport:
     ingest: ingest.IngestReport
     build: dbt_build.BuildReport
+    gate: quality.GateReport
     published: Path
     summary: dict[str, Any]
 
 
 def run(paths: WarehousePaths, landing: Path, codelist_source: str | Path,
         dbt_vars: dict[str, Any] | None = None, progress: Progress = _quiet,
-        wait_seconds: float = 0.0) -> RunReport:
-    """Ingest, build and publish, holding the writer lock throughout."""
-    codelist = load_active_codelist(codelist_source)
+        wait_seconds: float = 0.0, codelist_pins: Path | None = None) -> RunReport:
+    """Pull codelists, ingest, build, gate and publish, holding the writer lock throughout."""
     with writer_lock(paths, wait_seconds):
+        progress(f"verifying codelists from {codelist_source}")
+        pulled = pull_codelists(paths, codelist_source, codelist_pins)
         progress(f"ingesting deliveries from {landing}")
-        con = connect(paths.work)
-        try:
-            report = ingest.ingest(con, landing, progress)
-        finally:
-            con.close()
+        report = ingest_landing(paths, landing, progress)
+        codelist = active_codelist(paths)
         progress(f"building the warehouse with dbt (codelist {codelist.name} "
-                 f"{codelist.version})")
+                 f"{codelist.version}; {len(pulled)} list(s) verified)")
         built = dbt_build.build(paths, codelist, dbt_vars)
+        progress("running the quality gate")
+        gate = quality.gate(paths, run_dbt_tests=False)
         progress(f"publishing to {paths.published}")
-        published = publish.publish(paths, built.build_id)
-    return RunReport(report, built, published, publish.published_summary(published))
+        published = publish_warehouse(paths, built.build_id)
+    return RunReport(report, built, gate, published, publish.published_summary(published))

@@ -43,6 +43,9 @@ AUDIT_DDL = (
         build_id varchar not null, started_at timestamp not null, finished_at timestamp,
         status varchar not null, codelist varchar, codelist_version varchar,
         codelist_sha256 varchar, dbt_vars varchar)""",
+    """create table if not exists audit.codelist_pulls (
+        pulled_at timestamp not null, codelist varchar, version varchar, sha256 varchar,
+        source varchar not null, status varchar not null, reason varchar)""",
     """create table if not exists codelists.sp_codes (
         codelist varchar not null, version varchar not null, code varchar not null,
         term varchar, category varchar not null)""",
@@ -68,6 +71,9 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     return con
 
 
+_HELD: set[Path] = set()  # lock files this process holds
+
+
 class WarehouseBusy(RuntimeError):
     """Another process is writing this warehouse."""
 
@@ -79,7 +85,11 @@ def writer_lock(paths: WarehousePaths, wait_seconds: float = 0.0) -> Iterator[No
     DuckDB allows one writing process per file; this lock makes a second `sprx run` (or a
     second Airflow task) wait or stop with a clear message instead of failing half-way.
     The kernel drops the lock when the holder dies, so a killed run never leaves it stuck.
+    Re-entrant within a process: a step called by `run` under the lock does not wait on it.
     """
+    if paths.lock in _HELD:
+        yield
+        return
     paths.lock.parent.mkdir(parents=True, exist_ok=True)
     with open(paths.lock, "a+") as handle:
         deadline = time.monotonic() + wait_seconds
@@ -99,8 +109,10 @@ def writer_lock(paths: WarehousePaths, wait_seconds: float = 0.0) -> Iterator[No
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
+        _HELD.add(paths.lock)
         try:
             yield
         finally:
+            _HELD.discard(paths.lock)
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
