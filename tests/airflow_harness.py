@@ -96,7 +96,6 @@ from typing import Any
 import psutil
 
 FINAL_RUN_STATES = frozenset({"success", "failed"})
-_SAME_DIRNAME = "airflow-harness"
 
 
 class HarnessError(RuntimeError):
@@ -192,6 +191,7 @@ class AirflowDeployment:
         stop_timeout: float = 30.0,
         pg_bin_dir: str | os.PathLike | None = None,
         pg_user: str = "postgres",
+        python: str | None = None,
     ) -> None:
         self.dags_folder = Path(dags_folder).resolve()
         self.workdir = Path(workdir).resolve()
@@ -202,6 +202,8 @@ class AirflowDeployment:
         self.stop_timeout = stop_timeout
         self._pg_bin_arg = pg_bin_dir
         self._pg_user_name = pg_user
+        # The interpreter whose ``-m airflow`` runs the components (the venv that has Airflow).
+        self.python = python or os.environ.get("AIRFLOW_HARNESS_PYTHON") or sys.executable
 
         self.home = self.workdir / "airflow_home"
         self.logs = self.workdir / "logs"
@@ -269,6 +271,7 @@ class AirflowDeployment:
         if self._stopped:
             return
         self._stopped = True
+        t0 = time.monotonic()
         errors: list[str] = []
         # 1. Airflow components: SIGTERM every process group, then SIGKILL once the grace period ends.
         try:
@@ -297,6 +300,7 @@ class AirflowDeployment:
         if self._pg_root is not None:
             shutil.rmtree(self._pg_root, ignore_errors=True)
             self._pg_root = None
+        self.timings["stop"] = time.monotonic() - t0
         if errors:
             print("airflow_harness: cleanup problems: " + "; ".join(errors), file=sys.stderr)
 
@@ -351,7 +355,7 @@ class AirflowDeployment:
         if initdb.returncode != 0:
             logf.close()
             raise HarnessError(f"initdb failed (rc={initdb.returncode}):\n{tail(log_path)}")
-        (sock.mkdir(mode=0o700))
+        sock.mkdir(mode=0o700)
         if self._pg_ids is not None:
             os.chown(sock, *self._pg_ids)
 
@@ -368,9 +372,7 @@ class AirflowDeployment:
             )
             self._pg = _Component("postgres", popen, log_path, logf)
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if popen.poll() is not None:
-                    break
+            while time.monotonic() < deadline and popen.poll() is None:
                 ready = subprocess.run(
                     [str(self._pg_bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow",
                      "-d", "postgres", "-t", "2"], capture_output=True, timeout=10,
@@ -382,13 +384,12 @@ class AirflowDeployment:
             if self.pg_port is not None:
                 break
             last_error = tail(log_path)
-            if popen.poll() is None:  # never became ready: stop it before retrying
-                self._stop_postgres()
-                self._pg = _Component("postgres", popen, log_path, logf)
+            if popen.poll() is None:  # alive but never ready: stop() cleans it up
+                raise HarnessError(f"PostgreSQL did not become ready within 60 s:\n{last_error}")
             if "already in use" not in last_error and "could not bind" not in last_error:
-                break
+                break  # not a port race: do not retry
         if self.pg_port is None:
-            raise HarnessError(f"PostgreSQL did not become ready within 60 s:\n{last_error}")
+            raise HarnessError(f"PostgreSQL failed to start:\n{last_error}")
 
         created = subprocess.run(
             [str(self._pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "airflow",
@@ -464,7 +465,7 @@ class AirflowDeployment:
         return env
 
     def _airflow_cmd(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "airflow", *args]
+        return [self.python, "-m", "airflow", *args]
 
     def run_cli(self, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
         """Run ``airflow <args>`` against this deployment. Raises HarnessError on failure."""

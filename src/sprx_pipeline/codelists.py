@@ -30,6 +30,10 @@ class CodelistError(ValueError):
     """A codelist or its manifest is missing, malformed or has drifted from its pin."""
 
 
+class CodelistFetchError(CodelistError):
+    """The source could not be reached: worth retrying, unlike a refused list."""
+
+
 @dataclass(frozen=True)
 class Code:
     code: str
@@ -113,7 +117,7 @@ def fetch(source: str, relative: str, timeout: float = 30.0) -> bytes:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 return response.read()
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise CodelistError(f"{url}: could not fetch the codelist ({exc})") from None
+            raise CodelistFetchError(f"{url}: could not fetch the codelist ({exc})") from None
     path = Path(source) / relative
     if not path.is_file():
         raise CodelistError(f"{path}: file named by the manifest is missing")

@@ -66,6 +66,14 @@ def active_codelist(paths: WarehousePaths, name: str = SP_CODELIST) -> codelists
     return codelists.load_codelist(paths.codelist_cache, name)
 
 
+def ensure_codelists(paths: WarehousePaths, source: str | Path, pins: Path | None = None,
+                     wait_seconds: float = 0.0) -> codelists.Codelist:
+    """The active codelist, pulling from `source` first if nothing was verified yet."""
+    if not (paths.codelist_cache / codelists.MANIFEST_NAME).is_file():
+        pull_codelists(paths, source, pins, wait_seconds)
+    return active_codelist(paths)
+
+
 # --- deliveries --------------------------------------------------------------------------
 
 def pending_deliveries(paths: WarehousePaths, landing: Path) -> list[str]:
@@ -127,10 +135,19 @@ def start_build(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
         return dbt_build.start_build(paths, active_codelist(paths), dbt_vars)
 
 
-def finish_build(paths: WarehousePaths, build_id: str, status: str,
-                 wait_seconds: float = 0.0) -> None:
+def close_build(paths: WarehousePaths, build_id: str, wait_seconds: float = 0.0) -> str:
+    """Mark a build that did not reach publication as failed; return its final status."""
     with writer_lock(paths, wait_seconds):
-        dbt_build.finish_build(paths, build_id, status)
+        con = connect(paths.work)
+        try:
+            (status,) = con.execute("select status from audit.builds where build_id = ?",
+                                    [build_id]).fetchone()
+        finally:
+            con.close()
+        if status != "published":
+            dbt_build.finish_build(paths, build_id, "failed")
+            status = "failed"
+        return status
 
 
 def quality_gate(paths: WarehousePaths, run_dbt_tests: bool = True,

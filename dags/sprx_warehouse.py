@@ -1,0 +1,77 @@
+"""
+### sprx_warehouse: build, check and publish the warehouse
+
+Runs whenever the `sprx_codelists` or `sprx_extracts` asset is updated:
+
+1. `start_build` makes the last verified codelist active and opens a row in `audit.builds`;
+2. `dbt_build` (astronomer-cosmos) runs one task per dbt model, `dbt build` of the model and
+   its tests, so a model whose tests fail stops everything built on it: staging →
+   intermediate linkage steps → marts; tests with two parents run after both;
+3. `quality_gate` checks the built warehouse as a whole (row accounting; every dbt test)
+   and fails, publishing nothing, if any check fails;
+4. `publish` replaces the read-only published warehouse atomically and updates the
+   `sprx_warehouse` asset, for dashboards;
+5. `close_build` (a teardown) marks a build that did not publish as failed.
+
+Every task that opens DuckDB runs in the one-slot `sprx_duckdb` pool: DuckDB accepts one
+writer per file.
+
+Settings: `SPRX_WAREHOUSE_PATH`, `SPRX_CODELIST_SOURCE`, `SPRX_DBT_THREADS`.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import dag, task
+from cosmos import DbtTaskGroup
+
+from sprx_pipeline import config, pipeline
+from sprx_pipeline import orchestration as orch
+
+
+@dag(
+    dag_id="sprx_warehouse",
+    schedule=(orch.CODELISTS_ASSET | orch.EXTRACTS_ASSET),
+    start_date=orch.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=orch.DEFAULT_ARGS,
+    tags=[*orch.TAGS, "warehouse", "dbt"],
+    doc_md=__doc__,
+)
+def sprx_warehouse():
+    paths = orch.warehouse_paths()
+
+    @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
+    def start_build() -> str:
+        """Activate the verified codelist and record the build."""
+        with orch.refusals_fail_at_once():
+            pipeline.ensure_codelists(paths, orch.codelist_source(),
+                                      config.default_codelist_pins(), orch.WAIT_FOR_LOCK_SECONDS)
+            build_id, _ = pipeline.start_build(paths, wait_seconds=orch.WAIT_FOR_LOCK_SECONDS)
+        return build_id
+
+    @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
+    def quality_gate(build_id: str) -> list[str]:
+        """Whole-warehouse checks; nothing is published past a failure."""
+        with orch.refusals_fail_at_once():
+            report = pipeline.quality_gate(paths, wait_seconds=orch.WAIT_FOR_LOCK_SECONDS)
+        return [f"{check.name}: {check.detail}" for check in report.checks]
+
+    @task(pool=orch.WRITER_POOL, outlets=[orch.WAREHOUSE_ASSET], **orch.FILE_TASK_ARGS)
+    def publish(build_id: str) -> str:
+        """Replace the published warehouse atomically."""
+        return str(pipeline.publish_warehouse(paths, build_id, orch.WAIT_FOR_LOCK_SECONDS))
+
+    @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
+    def close_build(build_id: str) -> str:
+        """Mark the build failed unless it was published."""
+        return pipeline.close_build(paths, build_id, orch.WAIT_FOR_LOCK_SECONDS)
+
+    build_id = start_build()
+    dbt_build = DbtTaskGroup(group_id="dbt_build", **orch.cosmos_task_group_args(paths))
+    gate = quality_gate(build_id)
+    build_id >> dbt_build >> gate >> publish(build_id) >> close_build(build_id).as_teardown(
+        setups=build_id)
+
+
+sprx_warehouse()

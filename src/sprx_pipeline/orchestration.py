@@ -1,0 +1,122 @@
+"""What the Airflow DAGs share: assets, the writer pool, task defaults and Cosmos settings.
+
+The DAG files in `dags/` stay thin: they wire tasks that call `sprx_pipeline.pipeline`.
+Everything here is configuration, read from the environment (see `config`), so the DAGs,
+the CLI and docker-compose agree on one set of variables.
+
+DuckDB allows one writing process per file, so every task that opens the work warehouse
+runs in the pool `sprx_duckdb` of one slot (create it with
+`airflow pools set sprx_duckdb 1 "one DuckDB writer"`). The pool serialises Airflow's tasks;
+the file lock in `warehouse.writer_lock` also keeps a `sprx run` from the shell out.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Asset
+
+from . import config
+from .build import BuildError
+from .codelists import CodelistError, CodelistFetchError
+from .config import WarehousePaths
+from .contract import ContractError
+from .ingest import IngestError
+from .quality import QualityGateError
+from .warehouse import WarehouseBusy
+
+WRITER_POOL = "sprx_duckdb"
+OWNER = "sprx-data-team"
+START_DATE = datetime(2026, 1, 1)
+TAGS = ["sprx", "social-prescribing"]
+WAIT_FOR_LOCK_SECONDS = 900.0
+
+# Asset events: the codelists DAG and the extracts DAG produce, the warehouse DAG consumes.
+CODELISTS_ASSET = Asset(name="sprx_codelists", uri="file:///sprx/codelists/verified")
+EXTRACTS_ASSET = Asset(name="sprx_extracts", uri="file:///sprx/warehouse/raw")
+WAREHOUSE_ASSET = Asset(name="sprx_warehouse", uri="file:///sprx/warehouse/published")
+
+# Tasks that touch files retry with growing pauses; refusals fail at once (AirflowFailException).
+FILE_TASK_ARGS: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+DEFAULT_ARGS: dict[str, Any] = {"owner": OWNER, "retries": 0}
+
+
+@contextmanager
+def refusals_fail_at_once() -> Iterator[None]:
+    """Turn a refusal (bad data, drifted codelist, failed gate) into a failure that is not
+    retried: retrying cannot fix data. Unreachable sources and busy files still retry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except (CodelistFetchError, WarehouseBusy):
+        raise
+    except (CodelistError, ContractError, IngestError, QualityGateError, BuildError) as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def _absolute(path: Path) -> Path:
+    """Relative settings are relative to the project root, wherever Airflow runs from."""
+    return path if path.is_absolute() else config.PROJECT_ROOT / path
+
+
+def landing_dir() -> Path:
+    return _absolute(config.default_landing())
+
+
+def warehouse_paths() -> WarehousePaths:
+    return WarehousePaths.at(_absolute(config.default_warehouse()))
+
+
+def codelist_source() -> str:
+    return config.default_codelist_source()
+
+
+def dbt_executable() -> Path:
+    """The dbt installed beside this interpreter (Airflow's PATH may not include the venv)."""
+    return Path(sys.executable).with_name("dbt")
+
+
+def cosmos_task_group_args(paths: WarehousePaths) -> dict[str, Any]:
+    """Arguments for a Cosmos `DbtTaskGroup`: one task per model, running the model and then
+    its tests (`dbt build --select model`), so a model whose tests fail stops its dependants.
+
+    dbt runs as a subprocess (dbt-duckdb would otherwise keep the file attached in the task
+    process), in the writer pool, against the work file; models are listed with `dbt ls`
+    and cached by Cosmos between parses. Tests with several parents (relationships) get a
+    task of their own after all their parents, not after the first.
+    """
+    from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+    from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
+
+    env = {"SPRX_DUCKDB_PATH": str(paths.work), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+           "SPRX_DBT_THREADS": os.environ.get("SPRX_DBT_THREADS", "4")}
+    return {
+        "project_config": ProjectConfig(
+            dbt_project_path=config.DBT_PROJECT_DIR, env_vars=env, install_dbt_deps=False,
+            dbt_vars={"sp_codelist": config.SP_CODELIST}),
+        "profile_config": ProfileConfig(
+            profile_name="sprx", target_name="warehouse",
+            profiles_yml_filepath=config.DBT_PROJECT_DIR / "profiles.yml"),
+        "execution_config": ExecutionConfig(
+            execution_mode=ExecutionMode.LOCAL, invocation_mode=InvocationMode.SUBPROCESS,
+            dbt_executable_path=dbt_executable()),
+        "render_config": RenderConfig(
+            load_method=LoadMode.DBT_LS, test_behavior=TestBehavior.BUILD,
+            dbt_executable_path=dbt_executable(), emit_datasets=False,
+            invocation_mode=InvocationMode.SUBPROCESS,
+            should_detach_multiple_parents_tests=True),
+        # A failing model or test is a data or code problem: retrying cannot fix it.
+        "operator_args": {"pool": WRITER_POOL, "install_deps": False, "retries": 0},
+    }
