@@ -9,9 +9,17 @@ PATIENTS ?= 20000
 PRACTICES ?= 20
 SEED ?= 42
 
-.PHONY: setup demo test clean
+.PHONY: setup system-packages demo test clean
 
-setup: $(STAMP)
+setup: $(STAMP) system-packages
+
+# The real-scheduler test runs PostgreSQL from Debian's packages; install it when missing.
+system-packages:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing PostgreSQL server (Debian postgresql-15) for the Airflow integration test"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
+		else echo "run as root, or: sudo apt-get install postgresql-15"; exit 1; fi; \
+	fi
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)

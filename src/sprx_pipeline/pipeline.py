@@ -159,8 +159,14 @@ def quality_gate(paths: WarehousePaths, run_dbt_tests: bool = True,
 
 def publish_warehouse(paths: WarehousePaths, build_id: str | None = None,
                       wait_seconds: float = 0.0) -> Path:
-    """Replace the published warehouse with the work warehouse's published schemas."""
+    """Replace the published warehouse with the work warehouse's published schemas.
+
+    Only a build that passed dbt and the quality gate reaches here: it is marked `success`
+    in the copy, and `published` in the work file once the copy is in place.
+    """
     with writer_lock(paths, wait_seconds):
+        if build_id:
+            dbt_build.finish_build(paths, build_id, "success")
         published = publish.publish(paths, build_id)
         if build_id:
             dbt_build.finish_build(paths, build_id, "published")
