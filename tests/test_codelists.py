@@ -70,3 +70,50 @@ def test_an_unknown_category_is_refused(folder):
 ])
 def test_snomed_ids_are_checked_for_length_partition_and_check_digit(code, problem):
     assert snomed_problem(code) == problem
+
+
+@pytest.fixture
+def served(folder):
+    """The codelist folder served over HTTP on a loopback port."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def test_a_list_pulled_over_http_is_verified_kept_and_recorded(served, tmp_path):
+    import duckdb
+
+    from sprx_pipeline.config import WarehousePaths
+    from sprx_pipeline.pipeline import active_codelist, pull_codelists
+
+    folder, url = served
+    paths = WarehousePaths.at(tmp_path / "wh" / "sprx.duckdb")
+    (pulled,) = pull_codelists(paths, url, pins=DEFAULT_CODELIST_DIR / "manifest.json")
+    assert (pulled.version, len(pulled.codes)) == ("2026-11-22.1", 6)
+    assert active_codelist(paths).sha256 == pulled.sha256
+
+    with open(folder / "social-prescribing.csv", "a") as handle:  # the server's copy drifts
+        handle.write("1234567890,Made up,referral\n")
+    with pytest.raises(CodelistError, match=f"{url}social-prescribing.csv: content has drifted"):
+        pull_codelists(paths, url, pins=DEFAULT_CODELIST_DIR / "manifest.json")
+    assert active_codelist(paths).sha256 == pulled.sha256  # the last good pull stays in force
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        rows = con.execute("select version, status, source from audit.codelist_pulls "
+                           "order by pulled_at").fetchall()
+    assert rows == [("2026-11-22.1", "verified", url), (None, "refused", url)]
+
+
+def test_an_unreachable_source_is_a_fetch_error_worth_retrying(tmp_path):
+    from sprx_pipeline.codelists import CodelistFetchError
+
+    with pytest.raises(CodelistFetchError, match="could not fetch"):
+        load_codelist("http://127.0.0.1:9/", SP_CODELIST, DEFAULT_CODELIST_DIR / "manifest.json")

@@ -30,13 +30,10 @@ def _quiet(_: str) -> None:
 
 def _record_pull(paths: WarehousePaths, source: str, status: str, reason: str,
                  pulled: list[codelists.Codelist]) -> None:
-    con = connect(paths.work)
-    try:
-        rows = [(c.name, c.version, c.sha256) for c in pulled] or [(None, None, None)]
+    rows = [(c.name, c.version, c.sha256) for c in pulled] or [(None, None, None)]
+    with connect(paths.work) as con:
         con.executemany("insert into audit.codelist_pulls values (now()::timestamp, ?, ?, ?, "
                         "?, ?, ?)", [(*row, source, status, reason) for row in rows])
-    finally:
-        con.close()
 
 
 def pull_codelists(paths: WarehousePaths, source: str | Path, pins: Path | None = None,
@@ -82,11 +79,8 @@ def pending_deliveries(paths: WarehousePaths, landing: Path) -> list[str]:
     found = ingest.discover(landing)
     if not paths.work.is_file():
         return [_folder_name(item) for item in found]
-    con = connect(paths.work, read_only=True)
-    try:
+    with connect(paths.work, read_only=True) as con:
         return [_folder_name(item) for item in found if ingest.is_pending(con, item)]
-    finally:
-        con.close()
 
 
 def _folder_name(item: ingest.Manifest | ingest.Unreadable) -> str:
@@ -99,23 +93,15 @@ def apply_delivery(paths: WarehousePaths, landing: Path, delivery: str,
     folder = landing / delivery
     if not folder.is_dir():
         raise ingest.IngestError(f"{folder} is not a delivery folder in {landing}")
-    with writer_lock(paths, wait_seconds):
-        con = connect(paths.work)
-        try:
-            return ingest.apply_folder(con, folder)
-        finally:
-            con.close()
+    with writer_lock(paths, wait_seconds), connect(paths.work) as con:
+        return ingest.apply_folder(con, folder)
 
 
 def ingest_landing(paths: WarehousePaths, landing: Path, progress: Progress = _quiet,
                    wait_seconds: float = 0.0) -> ingest.IngestReport:
     """Apply every new delivery in `landing` to the work warehouse."""
-    with writer_lock(paths, wait_seconds):
-        con = connect(paths.work)
-        try:
-            return ingest.ingest(con, landing, progress)
-        finally:
-            con.close()
+    with writer_lock(paths, wait_seconds), connect(paths.work) as con:
+        return ingest.ingest(con, landing, progress)
 
 
 # --- build, gate, publish ------------------------------------------------------------------
@@ -138,12 +124,9 @@ def start_build(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
 def close_build(paths: WarehousePaths, build_id: str, wait_seconds: float = 0.0) -> str:
     """Mark a build that did not reach publication as failed; return its final status."""
     with writer_lock(paths, wait_seconds):
-        con = connect(paths.work)
-        try:
+        with connect(paths.work, read_only=True) as con:
             (status,) = con.execute("select status from audit.builds where build_id = ?",
                                     [build_id]).fetchone()
-        finally:
-            con.close()
         if status != "published":
             dbt_build.finish_build(paths, build_id, "failed")
             status = "failed"
