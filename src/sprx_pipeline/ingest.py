@@ -2,7 +2,8 @@
 
 Each delivery goes through three gates, and only then is applied in one transaction:
 1. files: every file the manifest lists exists, has its SHA-256 and the contract's columns;
-2. staging: each file is read by DuckDB's own reader as text, and its row count is checked;
+2. staging: each file is read by DuckDB's own reader as text, its row count is checked, and
+   no column may hold direct identifiers (NHS numbers, postcodes, full dates of birth);
 3. rows: every row is checked against the rules of its table (`row_rules`); a failing row
    goes to `audit.quarantine` with the first rule it broke, never silently away.
 A delivery that fails gate 1 or 2 is refused whole and recorded in `audit.deliveries`.
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from . import contract
 from .contract import (DELETIONS, EVENT_DATE_COLUMNS, TABLES, ContractError, Manifest,
                        TableSpec)
+from .identifiers import identifier_problems
 from .snomed import snomed_problem
 from .warehouse import SQL_TYPES
 
@@ -186,6 +188,17 @@ def stage_file(con: duckdb.DuckDBPyConnection, entry: contract.FileEntry, spec: 
         raise ContractError(str(entry.path), "row_count", f"the manifest says {entry.rows} rows, "
                             f"the file has {received}")
     return received
+
+
+def refuse_identifiers(con: duckdb.DuckDBPyConnection, entry: contract.FileEntry,
+                       spec: TableSpec) -> None:
+    """Refuse the delivery if a column holds direct identifiers (before any row is kept,
+    in the warehouse or in quarantine)."""
+    if problems := identifier_problems(con, _staged(spec.name), spec):
+        column, detail = problems[0]
+        rule, _, evidence = detail.partition(": ")
+        raise ContractError(f"{entry.path} column {column}", rule,
+                            f"{evidence}; direct identifiers must never enter the warehouse")
 
 
 # --- gate 3: rows --------------------------------------------------------------------------
@@ -432,6 +445,7 @@ def apply_delivery(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Delive
         for spec in _checked_specs(manifest):
             if spec.name in manifest.files:
                 stage_file(con, manifest.files[spec.name], spec)
+                refuse_identifiers(con, manifest.files[spec.name], spec)
             else:
                 _empty_staged(con, spec)
         register_bad_codes(con)
