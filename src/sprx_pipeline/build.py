@@ -91,14 +91,22 @@ def finish_build(paths: WarehousePaths, build_id: str, status: str) -> None:
         con.close()
 
 
+def run_build(paths: WarehousePaths, build_id: str, merged_vars: dict[str, Any],
+              select: list[str] | None = None) -> BuildReport:
+    """`dbt build` an opened build; on any failure mark it failed and raise BuildError."""
+    extra = ["--select", *select] if select else []
+    passed, failed = failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
+    if failed:
+        finish_build(paths, build_id, "failed")
+        raise BuildError("dbt build failed:\n  " + "\n  ".join(failed)
+                         + f"\n(full log: {paths.dbt_dir / 'logs' / 'dbt.log'})")
+    return BuildReport(build_id, passed, failed)
+
+
 def build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
           select: list[str] | None = None) -> BuildReport:
     """Make `codelist` active, then `dbt build` the project; raise BuildError on any failure."""
     build_id, merged_vars = start_build(paths, codelist, dbt_vars)
-    extra = ["--select", *select] if select else []
-    passed, failed = failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
-    finish_build(paths, build_id, "success" if not failed else "failed")
-    if failed:
-        raise BuildError("dbt build failed:\n  " + "\n  ".join(failed)
-                         + f"\n(full log: {paths.dbt_dir / 'logs' / 'dbt.log'})")
-    return BuildReport(build_id, passed, failed)
+    report = run_build(paths, build_id, merged_vars, select)
+    finish_build(paths, build_id, "success")
+    return report
