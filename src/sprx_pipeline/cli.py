@@ -21,6 +21,7 @@ from .config import WarehousePaths
 from .contract import ContractError
 from .ingest import IngestError, IngestReport
 from .quality import SUMMARY_PAGE, GateReport, QualityGateError
+from .release import ReleaseError
 from .warehouse import WarehouseBusy
 
 EXAMPLES = """\
@@ -32,6 +33,8 @@ examples:
   sprx codelists --codelists https://example.org/codelists/ --warehouse data/warehouse/sprx.duckdb
   sprx check --warehouse data/warehouse/sprx.duckdb
   sprx summary --warehouse data/warehouse/sprx.duckdb
+  sprx release --warehouse data/warehouse/sprx.duckdb --out data/release
+  sprx report --release data/release --out data/report.html
 
 The published warehouse (--warehouse) is read-only; the pipeline writes a work file beside
 it (<name>.work.duckdb) and replaces the published file atomically when a build passes.
@@ -134,6 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     summ = commands.add_parser("summary", help="print the headline figures of a warehouse")
     summ.add_argument("--warehouse", type=Path, default=config.default_warehouse())
+
+    rel = commands.add_parser("release", help="write disclosure-controlled CSVs and a manifest",
+                              description="Write the summary marts of a published warehouse "
+                              "as CSVs under statistical disclosure control (counts of 7 or "
+                              "fewer redacted, others rounded to the nearest 5, rates "
+                              "recomputed), with manifest.json. Nothing patient-level.")
+    rel.add_argument("--warehouse", type=Path, default=config.default_warehouse(),
+                     help="published warehouse to release from")
+    rel.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="release folder (replaced whole if it holds an earlier release)")
+
+    rep = commands.add_parser("report", help="write the HTML report of a release",
+                              description="Write one self-contained HTML file (no network "
+                              "needed) of charts and tables, built only from a release folder.")
+    rep.add_argument("--release", type=Path, required=True, metavar="DIR",
+                     help="release folder written by `sprx release`")
+    rep.add_argument("--out", type=Path, default=None, metavar="FILE",
+                     help="HTML file to write (default: <DIR>-report.html beside the release folder)")
     return parser
 
 
@@ -201,6 +222,23 @@ def _check(args: argparse.Namespace) -> int:
         report = pipeline.quality_gate(paths, stage, None, dbt_tests, args.wait)
         _print_gate(report)
     _say(f"quality summary: {paths.quality_dir / SUMMARY_PAGE}\nData Docs: {report.data_docs}")
+
+def _release(args: argparse.Namespace) -> int:
+    from .release import write_release
+
+    manifest = write_release(args.warehouse, args.out)
+    _say(f"wrote release {args.out.resolve()} (build {manifest['build_id']}, codelist "
+         f"{manifest['codelist']['version']}):")
+    for entry in manifest["files"]:
+        _say(f"  {entry['file']:<32}{entry['rows']:>8,} rows")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = args.out or args.release.with_name(f"{args.release.name}-report.html")
+    _say(f"wrote report {write_report(args.release, out)}")
     return 0
 
 
@@ -213,6 +251,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "check":
         return _check(args)
+    if args.command == "release":
+        return _release(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "summary":
         if not args.warehouse.is_file():
             raise FileNotFoundError(f"{args.warehouse} does not exist: run `sprx run` first")
@@ -252,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sprx: busy: {exc}", file=sys.stderr)
         return 3
     except (IngestError, ContractError, CodelistError, BuildError, QualityGateError,
-            FileNotFoundError, NotADirectoryError, ValueError) as exc:
+            ReleaseError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"sprx: error: {exc}", file=sys.stderr)
         return 2
 

@@ -4,11 +4,18 @@ Dashboards and analysts open the published file; the pipeline builds a different
 Publishing copies the published schemas into a fresh temporary file beside the target,
 flushes it, and renames it over the target: a reader sees the old warehouse or the new one,
 never a mix, and a crash part-way leaves the old one in place.
+
+The marts are also exported as Parquet, for tools that do not speak DuckDB, into a fresh
+folder beside the warehouse; `<stem>.parquet` is a symlink swapped to it atomically after
+the warehouse is replaced, and the previous folder is kept for readers still in it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +57,7 @@ def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
                     "?::varchar as build_id", [build_id])
         con.execute("detach work")
         con.execute("checkpoint")
+        exports = _export_parquet(con, paths.parquet, [t for s, t in tables if s == "marts"])
     finally:
         con.close()
     with open(staging, "rb+") as handle:
@@ -57,7 +65,43 @@ def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
     os.chmod(staging, 0o444)
     os.replace(staging, target)
     _fsync_dir(target.parent)
+    _swap_parquet_link(paths.parquet, exports)
     return target
+
+
+def _export_parquet(con: duckdb.DuckDBPyConnection, link: Path, marts: list[str]) -> Path:
+    """Write each mart of the staged warehouse to `<table>.parquet` in a new folder."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    folder = link.with_name(f".{link.name}.{stamp}-{uuid.uuid4().hex[:6]}")
+    folder.mkdir()
+    try:
+        for table in marts:
+            path = str(folder / f"{table}.parquet").replace("'", "''")
+            con.execute(f'copy marts."{table}" to \'{path}\' (format parquet)')
+        for file in folder.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
+
+
+def _swap_parquet_link(link: Path, folder: Path) -> None:
+    """Point `link` at `folder` in one rename; keep the folder it pointed at before."""
+    if link.exists() and not link.is_symlink():
+        shutil.rmtree(folder, ignore_errors=True)
+        raise FileExistsError(f"{link} is not the symlink sprx publish maintains: move it away")
+    previous = link.resolve() if link.is_symlink() else None
+    temporary = link.with_name(f".{link.name}.link")
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(folder.name)
+    os.replace(temporary, link)
+    _fsync_dir(link.parent)
+    for old in link.parent.glob(f".{link.name}.*-*"):
+        if old.is_dir() and old not in (folder, previous):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def published_summary(path: Path) -> dict[str, Any]:
