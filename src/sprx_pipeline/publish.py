@@ -143,6 +143,23 @@ def published_summary(path: Path) -> dict[str, Any]:
             "referred_post_consultations_per_1000_py": rates.get("post"),
             "control_pre_consultations_per_1000_py": control_rates.get("pre"),
             "control_post_consultations_per_1000_py": control_rates.get("post"),
+            **_consultation_effects(con),
         }
     finally:
         con.close()
+
+
+def _consultation_effects(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Consultation rate ratios after/before referral with 95% CIs, for the summary."""
+    rows = con.execute("select estimate, ratio, ci_lower, ci_upper from marts.sp_effect_estimates "
+                       "where subgroup = 'all' and measure = 'consultations'").fetchall()
+    found = {estimate: (ratio, lower, upper) for estimate, ratio, lower, upper in rows}
+    labels = {"referred_post_vs_pre": "referred consultations after/before (95% CI)",
+              "control_post_vs_pre": "control consultations after/before (95% CI)",
+              "ratio_of_ratios": "consultations ratio of ratios (95% CI)"}
+    summary = {}
+    for estimate, label in labels.items():
+        ratio, lower, upper = found.get(estimate, (None, None, None))
+        summary[label] = ("n/a" if ratio is None else f"{ratio:.2f}" if lower is None
+                          else f"{ratio:.2f} ({lower:.2f}-{upper:.2f})")
+    return summary
