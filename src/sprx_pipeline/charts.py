@@ -9,7 +9,7 @@ check counts. Colours are the Okabe-Ito palette, which colour-blind readers can 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -67,6 +67,18 @@ def _legend(items: Sequence[tuple[str, str]], x0: float, y0: float, width: float
     return parts, (y - y0) + 18 if items else 0
 
 
+def _frame(title: str, y_label: str, ticks: list[float], y_at: Callable[[float], float],
+           left: float, right_edge: float) -> list[str]:
+    """Title, y-axis label, horizontal grid lines and their tick labels."""
+    body = [_text(0, 14, title, size=13, weight="bold"), _text(0, 30, y_label, size=11,
+                                                                fill=MUTED)]
+    for tick in ticks:
+        body.append(f'<line x1="{left}" x2="{right_edge}" y1="{y_at(tick):.1f}" '
+                    f'y2="{y_at(tick):.1f}" stroke="{GRID}"/>')
+        body.append(_text(left - 6, y_at(tick) + 4, number(tick), "end", 11, MUTED))
+    return body
+
+
 @dataclass(frozen=True)
 class Series:
     label: str
@@ -92,15 +104,10 @@ def line_chart(title: str, x_labels: Sequence[str], series: Sequence[Series], y_
     def y_at(v: float) -> float:
         return top + plot_h * (1 - v / ticks[-1])
 
-    body = [_text(0, 14, title, size=13, weight="bold")]
-    for tick in ticks:
-        body.append(f'<line x1="{left}" x2="{width - right}" y1="{y_at(tick):.1f}" '
-                    f'y2="{y_at(tick):.1f}" stroke="{GRID}"/>')
-        body.append(_text(left - 6, y_at(tick) + 4, number(tick), "end", 11, MUTED))
+    body = _frame(title, y_label, ticks, y_at, left, width - right)
     for i, label in enumerate(x_labels):
         if i % tick_every == 0:
             body.append(_text(x_at(i), height - bottom + 16, label, "middle", 11, MUTED))
-    body.append(_text(left - 50, 30, y_label, size=11, fill=MUTED))
     for k, s in enumerate(series):
         colour = PALETTE[k % len(PALETTE)]
         runs: list[list[tuple[float, float]]] = [[]]
@@ -200,12 +207,7 @@ def before_after(title: str, cohorts: Sequence[BeforeAfter], y_label: str,
     def y_at(v: float) -> float:
         return top + plot_h * (1 - v / ticks[-1])
 
-    body = [_text(0, 14, title, size=13, weight="bold"), _text(0, 30, y_label, size=11,
-                                                                fill=MUTED)]
-    for tick in ticks:
-        body.append(f'<line x1="{left}" x2="{width - right}" y1="{y_at(tick):.1f}" '
-                    f'y2="{y_at(tick):.1f}" stroke="{GRID}"/>')
-        body.append(_text(left - 6, y_at(tick) + 4, number(tick), "end", 11, MUTED))
+    body = _frame(title, y_label, ticks, y_at, left, width - right)
     for x, label in zip(xs, ("year before", "year after")):
         body.append(_text(x, height - bottom + 18, label, "middle", 11, MUTED))
     for k, cohort in enumerate(cohorts):
@@ -241,12 +243,7 @@ def column_chart(title: str, x_labels: Sequence[str], values: Sequence[float | N
     def y_at(v: float) -> float:
         return top + plot_h * (1 - v / ticks[-1])
 
-    body = [_text(0, 14, title, size=13, weight="bold"), _text(0, 30, y_label, size=11,
-                                                                fill=MUTED)]
-    for tick in ticks:
-        body.append(f'<line x1="{left}" x2="{width - right}" y1="{y_at(tick):.1f}" '
-                    f'y2="{y_at(tick):.1f}" stroke="{GRID}"/>')
-        body.append(_text(left - 6, y_at(tick) + 4, number(tick), "end", 11, MUTED))
+    body = _frame(title, y_label, ticks, y_at, left, width - right)
     for i, (label, value) in enumerate(zip(x_labels, values)):
         x = left + i * step
         if i % tick_every == 0:
