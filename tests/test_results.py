@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -283,6 +284,21 @@ def test_parquet_link_swaps_atomically_and_keeps_the_previous_folder(tmp_path):
     # The oldest folder is gone, the previous one stays for readers still in it.
     assert [f.exists() for f in folders] == [False, True, True]
     assert os.readlink(link) == folders[2].name  # relative, so the folder can move
+    # A copied warehouse folder holds a real folder of Parquet files: set aside, then swapped.
+    os.unlink(link)
+    shutil.copytree(folders[2], link)
+    newest = tmp_path / ".sprx.parquet.20260109T000000-abc9"
+    newest.mkdir()
+    (newest / "t.parquet").write_text("9")
+    _swap_parquet_link(link, newest)
+    assert (link / "t.parquet").read_text() == "9" and link.is_symlink()
+    # Anything else in its place is refused, and left alone.
+    os.unlink(link)
+    link.mkdir()
+    (link / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="is not the Parquet export"):
+        _swap_parquet_link(link, newest)
+    assert (link / "notes.txt").read_text() == "mine"
 
 
 def test_dbt_docs_describe_every_column_of_every_published_mart(tiny, tmp_path):

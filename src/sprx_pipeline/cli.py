@@ -222,6 +222,8 @@ def _check(args: argparse.Namespace) -> int:
         report = pipeline.quality_gate(paths, stage, None, dbt_tests, args.wait)
         _print_gate(report)
     _say(f"quality summary: {paths.quality_dir / SUMMARY_PAGE}\nData Docs: {report.data_docs}")
+    return 0
+
 
 def _release(args: argparse.Namespace) -> int:
     from .release import write_release
@@ -294,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sprx: busy: {exc}", file=sys.stderr)
         return 3
     except (IngestError, ContractError, CodelistError, BuildError, QualityGateError,
-            ReleaseError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+            ReleaseError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            ValueError) as exc:
         print(f"sprx: error: {exc}", file=sys.stderr)
         return 2
 

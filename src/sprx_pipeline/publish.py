@@ -89,11 +89,20 @@ def _export_parquet(con: duckdb.DuckDBPyConnection, link: Path, marts: list[str]
 
 
 def _swap_parquet_link(link: Path, folder: Path) -> None:
-    """Point `link` at `folder` in one rename; keep the folder it pointed at before."""
-    if link.exists() and not link.is_symlink():
-        shutil.rmtree(folder, ignore_errors=True)
-        raise FileExistsError(f"{link} is not the symlink sprx publish maintains: move it away")
+    """Point `link` at `folder` in one rename; keep the folder it pointed at before.
+
+    A real folder of Parquet files in the link's place (a copied warehouse folder, whose
+    copy followed the link) is set aside as the previous export; anything else is refused.
+    """
     previous = link.resolve() if link.is_symlink() else None
+    if link.exists() and previous is None:
+        if not link.is_dir() or any(p.suffix != ".parquet" for p in link.iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
+            raise FileExistsError(f"{link} is not the Parquet export sprx publish maintains: "
+                                  "move it away")
+        previous = link.with_name(f".{link.name}.00000000T000000-copied")
+        shutil.rmtree(previous, ignore_errors=True)
+        link.rename(previous)
     temporary = link.with_name(f".{link.name}.link")
     temporary.unlink(missing_ok=True)
     temporary.symlink_to(folder.name)
