@@ -3,7 +3,8 @@
 
 Runs whenever the `sprx_codelists` or `sprx_extracts` asset is updated:
 
-1. `start_build` makes the last verified codelist active and opens a row in `audit.builds`;
+1. `start_build` makes the last verified codelist active, opens a row in `audit.builds` and
+   records the build's scope (the practices with new deliveries, or all of them);
 2. `dbt_build` (astronomer-cosmos) runs one task per dbt model, `dbt build` of the model and
    its tests, so a model whose tests fail stops everything built on it: staging →
    intermediate linkage steps → marts; tests with two parents run after both;

@@ -92,10 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     bld = commands.add_parser("build", help="run dbt build on the warehouse",
                               description="Verify the codelist, then dbt build every model "
-                              "and test into the work warehouse.")
+                              "and test into the work warehouse. Only the practices with "
+                              "deliveries applied since the last successful build are "
+                              "rebuilt, unless the dbt project, codelist or vars changed.")
     _warehouse_arg(bld)
     _codelist_arg(bld)
     _vars_arg(bld)
+    bld.add_argument("--full-refresh", action="store_true",
+                     help="rebuild every practice, not only those with deliveries applied "
+                          "since the last successful build")
 
     cod = commands.add_parser("codelists", help="pull and verify the codelists",
                               description="Fetch every pinned codelist from the source, check "
@@ -189,8 +194,9 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "build":
         pipeline.pull_codelists(paths, args.codelists, args.pins, args.wait)
-        built = pipeline.build_warehouse(paths, args.vars, args.wait)
-        _say(f"built {built.passed} dbt nodes into {paths.work} (build {built.build_id})")
+        built = pipeline.build_warehouse(paths, args.vars, args.wait, args.full_refresh)
+        _say(f"built {built.passed} dbt nodes into {paths.work} (build {built.build_id}; "
+             f"{built.scope.describe()})")
         return 0
     if args.command == "publish":
         _say(f"published {pipeline.publish_warehouse(paths, None, args.wait)}")

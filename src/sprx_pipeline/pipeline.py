@@ -107,10 +107,11 @@ def ingest_landing(paths: WarehousePaths, landing: Path, progress: Progress = _q
 # --- build, gate, publish ------------------------------------------------------------------
 
 def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
-                    wait_seconds: float = 0.0) -> dbt_build.BuildReport:
-    """`dbt build` the work warehouse with the active (verified) codelist."""
+                    wait_seconds: float = 0.0, full_rebuild: bool = False) -> dbt_build.BuildReport:
+    """`dbt build` the work warehouse with the active (verified) codelist: the practices
+    with new deliveries only, or everything when a full rebuild is due or asked for."""
     with writer_lock(paths, wait_seconds):
-        return dbt_build.build(paths, active_codelist(paths), dbt_vars)
+        return dbt_build.build(paths, active_codelist(paths), dbt_vars, full_rebuild=full_rebuild)
 
 
 def start_build(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,

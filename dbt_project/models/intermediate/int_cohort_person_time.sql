@@ -4,11 +4,11 @@
 -- holds the index date (deregistration, death or extract date), or index + n.
 
 with cohort as (
-    select * from {{ ref('int_cohort') }}
+    select * from {{ ref('int_cohort') }} where {{ in_build_scope() }}
 ),
 
 spans as (
-    select * from {{ ref('int_registered_spans') }}
+    select * from {{ ref('int_registered_spans') }} where {{ in_build_scope() }}
 ),
 
 windows as (
