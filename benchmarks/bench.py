@@ -249,7 +249,10 @@ def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[
     compiled = next((paths.dbt_dir / "target" / "compiled").rglob(f"{model}.sql"), None)
     if compiled is None:
         return []
-    with duckdb.connect(str(paths.work), read_only=True) as con:
+    with duckdb.connect() as con:
+        # dbt names the work file's catalog "sprx" in the SQL it compiles
+        con.execute("attach ? as sprx (read_only)", [str(paths.work)])
+        con.execute("use sprx")
         con.execute("pragma enable_profiling = 'json'")
         profile_file = paths.dbt_dir / f"profile_{model}.json"
         con.execute(f"pragma profiling_output = '{profile_file}'")
@@ -258,14 +261,16 @@ def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[
     operators: list[dict[str, Any]] = []
 
     def walk(node: dict[str, Any]) -> None:
-        if "operator_type" in node:
-            operators.append({"operator": node["operator_type"],
-                              "seconds": round(node.get("operator_timing", 0.0), 2),
-                              "rows": node.get("operator_cardinality", 0)})
+        if "type" in node:  # DuckDB 2's JSON profile: operator type, timing, rows out
+            name = node["type"] + "".join(f" {node['extra_info'][k]}" for k in ("Table", "Join Type")
+                                          if k in node.get("extra_info", {}))
+            operators.append({"operator": name, "seconds": round(node.get("timing", 0.0), 2),
+                              "rows": node.get("intermediate_rows", 0)})
         for child in node.get("children", []):
             walk(child)
 
-    walk(json.loads(profile_file.read_text()))
+    for root in json.loads(profile_file.read_text()).get("operator", []):
+        walk(root)
     return sorted(operators, key=lambda o: o["seconds"], reverse=True)[:top]
 
 

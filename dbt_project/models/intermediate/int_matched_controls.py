@@ -31,6 +31,9 @@ def draw_controls(candidates, controls_per_case):
 def model(dbt, session):
     import pandas as pd
 
+    # dbt gives Python models `table` whatever dbt_project.yml says; the strategy and schema
+    # check still come from there (per_practice).
+    dbt.config(materialized="incremental")
     controls_per_case = int(dbt.config.get("controls_per_case"))
     candidates = dbt.ref("int_control_candidates")
     build_scope = dbt.ref("stg_audit__build_scope")
