@@ -73,6 +73,7 @@ def test_three_dags_in_sequence_publish_the_same_marts_as_sprx_run(deployment, t
     warehouse_tasks = result["runs"]["sprx_warehouse"]["tasks"]
     # one `dbt build` task per model (31) and one per test with two parents (3)
     assert sum(name.startswith("dbt_build.") for name in warehouse_tasks) == 34
+    assert warehouse_tasks["check_loaded"] == warehouse_tasks["quality_gate"] == "success"
     assert warehouse_tasks["publish"] == "success"
 
     cli_warehouse = tmp_path / "cli" / "sprx.duckdb"

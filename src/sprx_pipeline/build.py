@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ class BuildReport:
     build_id: str
     passed: int
     failed: list[str]
-    scope: scope.BuildScope
+    scope: scope.BuildScope | None = None
+    dbt_seconds: float = 0.0  # wall time of the dbt child process
 
 
 def dbt_args(command: str, paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
@@ -106,15 +108,25 @@ def finish_build(paths: WarehousePaths, build_id: str, status: str) -> None:
         con.close()
 
 
+def run_build(paths: WarehousePaths, build_id: str, merged_vars: dict[str, Any],
+              select: list[str] | None = None,
+              planned: scope.BuildScope | None = None) -> BuildReport:
+    """`dbt build` an opened build; on any failure mark it failed and raise BuildError."""
+    extra = ["--select", *select] if select else []
+    started = time.perf_counter()
+    passed, failed = failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
+    if failed:
+        finish_build(paths, build_id, "failed")
+        raise BuildError("dbt build failed:\n  " + "\n  ".join(failed)
+                         + f"\n(full log: {paths.dbt_dir / 'logs' / 'dbt.log'})")
+    return BuildReport(build_id, passed, failed, planned, time.perf_counter() - started)
+
+
 def build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
           select: list[str] | None = None, full_rebuild: bool = False) -> BuildReport:
     """Make `codelist` active, then `dbt build` the project (only the practices whose
     deliveries changed, unless a full rebuild is due); raise BuildError on any failure."""
     build_id, merged_vars, planned = open_build(paths, codelist, dbt_vars, full_rebuild)
-    extra = ["--select", *select] if select else []
-    passed, failed = failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
-    finish_build(paths, build_id, "success" if not failed else "failed")
-    if failed:
-        raise BuildError("dbt build failed:\n  " + "\n  ".join(failed)
-                         + f"\n(full log: {paths.dbt_dir / 'logs' / 'dbt.log'})")
-    return BuildReport(build_id, passed, failed, planned)
+    report = run_build(paths, build_id, merged_vars, select, planned)
+    finish_build(paths, build_id, "success")
+    return report

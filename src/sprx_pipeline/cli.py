@@ -16,11 +16,11 @@ from typing import Any
 
 from . import __version__, config
 from .build import BuildError
-from .quality import QualityGateError
 from .codelists import CodelistError
 from .config import WarehousePaths
 from .contract import ContractError
 from .ingest import IngestError, IngestReport
+from .quality import SUMMARY_PAGE, GateReport, QualityGateError
 from .warehouse import WarehouseBusy
 
 EXAMPLES = """\
@@ -30,6 +30,7 @@ examples:
   sprx ingest data/landing --warehouse data/warehouse/sprx.duckdb
   sprx build --warehouse data/warehouse/sprx.duckdb
   sprx codelists --codelists https://example.org/codelists/ --warehouse data/warehouse/sprx.duckdb
+  sprx check --warehouse data/warehouse/sprx.duckdb
   sprx summary --warehouse data/warehouse/sprx.duckdb
 
 The published warehouse (--warehouse) is read-only; the pipeline writes a work file beside
@@ -90,11 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("landing", type=Path, metavar="DIR", help="landing folder of deliveries")
     _warehouse_arg(ing)
 
-    bld = commands.add_parser("build", help="run dbt build on the warehouse",
-                              description="Verify the codelist, then dbt build every model "
-                              "and test into the work warehouse. Only the practices with "
-                              "deliveries applied since the last successful build are "
-                              "rebuilt, unless the dbt project, codelist or vars changed.")
+    bld = commands.add_parser("build", help="check, dbt build and check again",
+                              description="Verify the codelist, check the loaded tables "
+                              "(Great Expectations), dbt build every model and test into the "
+                              "work warehouse, and check the marts: a build that passes is "
+                              "ready for `sprx publish`. dbt rebuilds only the practices with "
+                              "deliveries applied since the last successful build, unless the "
+                              "dbt project, codelist or vars changed.")
     _warehouse_arg(bld)
     _codelist_arg(bld)
     _vars_arg(bld)
@@ -108,7 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     _warehouse_arg(cod)
     _codelist_arg(cod)
 
-    pub = commands.add_parser("publish", help="publish the built warehouse (atomic)")
+    chk = commands.add_parser("check", help="run the quality gate (Great Expectations)",
+                              description="Run the quality gate over the work warehouse: the "
+                              "Great Expectations suites of expectations/ over the loaded tables "
+                              "and the marts, and the row accounting of every delivery. Records "
+                              "each check in audit.quality_checks and updates the Data Docs. "
+                              "Exits 2 if a check at error level fails.")
+    _warehouse_arg(chk)
+    chk.add_argument("--stage", choices=("loaded", "marts", "all"), default="all",
+                     help="loaded: the raw tables; marts: the built marts (default: all)")
+    chk.add_argument("--dbt-tests", action="store_true",
+                     help="also run every dbt data and unit test over the built warehouse")
+
+    pub = commands.add_parser("publish", help="publish the built warehouse (atomic)",
+                              description="Replace the published warehouse atomically with the "
+                              "latest build, if it passed the quality gate.")
     _warehouse_arg(pub)
 
     run = commands.add_parser("run", help="ingest, build and publish",
@@ -155,6 +172,12 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_gate(report: GateReport) -> None:
+    _say(f"quality gate ({report.stage}): {report.summary()}")
+    for check in report.warnings:
+        _say(f"  WARNING {check.describe()}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import pipeline
 
@@ -163,11 +186,27 @@ def _run(args: argparse.Namespace) -> int:
     report = pipeline.run(paths, args.landing, args.codelists, args.vars, _say, args.wait,
                           args.pins)
     _print_ingest(report.ingest)
-    _say(f"built {report.build.passed} dbt nodes (build {report.build.build_id}); quality "
-         f"gate passed ({len(report.gate.checks)} checks); published in "
-         f"{time.perf_counter() - started:.1f} s")
+    for gate in (report.loaded_gate, report.gate):
+        _print_gate(gate)
+    _say(f"built {report.build.passed} dbt nodes (build {report.build.build_id}); published "
+         f"in {time.perf_counter() - started:.1f} s")
     _print_summary(report.summary)
     return 1 if report.ingest.refused else 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    paths = WarehousePaths.at(args.warehouse)
+    if not paths.work.is_file():
+        raise FileNotFoundError(f"{paths.work} does not exist: run `sprx ingest` first")
+    stages = ("loaded", "marts") if args.stage == "all" else (args.stage,)
+    for number, stage in enumerate(stages):
+        dbt_tests = args.dbt_tests and number == len(stages) - 1
+        report = pipeline.quality_gate(paths, stage, None, dbt_tests, args.wait)
+        _print_gate(report)
+    _say(f"quality summary: {paths.quality_dir / SUMMARY_PAGE}\nData Docs: {report.data_docs}")
+    return 0
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -177,6 +216,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return _generate(args)
     if args.command == "run":
         return _run(args)
+    if args.command == "check":
+        return _check(args)
     if args.command == "summary":
         if not args.warehouse.is_file():
             raise FileNotFoundError(f"{args.warehouse} does not exist: run `sprx run` first")
@@ -194,9 +235,12 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "build":
         pipeline.pull_codelists(paths, args.codelists, args.pins, args.wait)
-        built = pipeline.build_warehouse(paths, args.vars, args.wait, args.full_refresh)
-        _say(f"built {built.passed} dbt nodes into {paths.work} (build {built.build_id}; "
-             f"{built.scope.describe()})")
+        checked = pipeline.build_warehouse(paths, args.vars, args.wait, _say, args.full_refresh)
+        for gate in (checked.loaded_gate, checked.gate):
+            _print_gate(gate)
+        _say(f"built {checked.build.passed} dbt nodes into {paths.work} "
+             f"(build {checked.build.build_id}; {checked.build.scope.describe()}; dbt "
+             f"{checked.build.dbt_seconds:.1f} s); ready to publish")
         return 0
     if args.command == "publish":
         _say(f"published {pipeline.publish_warehouse(paths, None, args.wait)}")

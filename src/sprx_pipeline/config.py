@@ -66,6 +66,11 @@ class WarehousePaths:
         return self.published.with_name(f"{self.published.stem}.codelists")
 
     @property
+    def quality_dir(self) -> Path:
+        """This warehouse's Great Expectations project: Data Docs and validation history."""
+        return self.published.with_name(f"{self.published.stem}.quality")
+
+    @property
     def dbt_dir(self) -> Path:
         """dbt's target and log folders for this warehouse (kept out of the source tree)."""
         return self.published.with_name(f".{self.published.stem}.dbt")

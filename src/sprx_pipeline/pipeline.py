@@ -2,7 +2,8 @@
 
 Each step that writes takes the warehouse's single-writer lock, so a second run waits or
 stops with a clear message rather than corrupting the first. `run` is the steps in order:
-pull codelists, ingest, build, quality gate, publish.
+pull codelists, ingest, quality gate on the loaded tables, dbt build, quality gate on the
+marts, publish.
 """
 
 from __future__ import annotations
@@ -106,12 +107,41 @@ def ingest_landing(paths: WarehousePaths, landing: Path, progress: Progress = _q
 
 # --- build, gate, publish ------------------------------------------------------------------
 
+@dataclass
+class CheckedBuild:
+    """A build that passed the quality gate on both sides of dbt: ready to publish."""
+
+    build: dbt_build.BuildReport
+    loaded_gate: quality.GateReport
+    gate: quality.GateReport
+
+
 def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
-                    wait_seconds: float = 0.0, full_rebuild: bool = False) -> dbt_build.BuildReport:
-    """`dbt build` the work warehouse with the active (verified) codelist: the practices
-    with new deliveries only, or everything when a full rebuild is due or asked for."""
+                    wait_seconds: float = 0.0, progress: Progress = _quiet,
+                    full_rebuild: bool = False) -> CheckedBuild:
+    """Check the loaded tables, `dbt build` with the active codelist, check the marts.
+
+    dbt rebuilds only the practices with deliveries applied since the last successful build,
+    unless a full rebuild is due or asked for (see `scope`). Any failure marks the build
+    failed (and a failed build is never published).
+    """
     with writer_lock(paths, wait_seconds):
-        return dbt_build.build(paths, active_codelist(paths), dbt_vars, full_rebuild=full_rebuild)
+        codelist = active_codelist(paths)
+        build_id, build_vars, planned = dbt_build.open_build(paths, codelist, dbt_vars,
+                                                             full_rebuild)
+        try:
+            progress("checking the loaded tables (quality gate, Great Expectations)")
+            loaded = quality.gate(paths, "loaded", build_id)
+            progress(f"building the warehouse with dbt (codelist {codelist.name} "
+                     f"{codelist.version}; {planned.describe()})")
+            built = dbt_build.run_build(paths, build_id, build_vars, planned=planned)
+            progress("checking the marts before publishing (quality gate)")
+            gate = quality.gate(paths, "marts", build_id)
+        except BaseException:
+            dbt_build.finish_build(paths, build_id, "failed")
+            raise
+        dbt_build.finish_build(paths, build_id, "success")
+        return CheckedBuild(built, loaded, gate)
 
 
 def start_build(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
@@ -134,32 +164,48 @@ def close_build(paths: WarehousePaths, build_id: str, wait_seconds: float = 0.0)
         return status
 
 
-def quality_gate(paths: WarehousePaths, run_dbt_tests: bool = True,
-                 wait_seconds: float = 0.0) -> quality.GateReport:
-    """Run the quality gate over the work warehouse; raise if anything must not publish."""
+def quality_gate(paths: WarehousePaths, stage: str = "marts", build_id: str | None = None,
+                 run_dbt_tests: bool = False, wait_seconds: float = 0.0) -> quality.GateReport:
+    """Run one stage of the quality gate over the work warehouse (`loaded`: the raw tables,
+    before dbt; `marts`: the built marts and row accounting, before publishing); raise
+    QualityGateError, naming each failed check, if anything must not be published.
+    Without a build id, the checks are recorded against the latest build."""
     with writer_lock(paths, wait_seconds):
-        return quality.gate(paths, run_dbt_tests)
+        return quality.gate(paths, stage, build_id or latest_build(paths), run_dbt_tests)
+
+
+def latest_build(paths: WarehousePaths) -> str | None:
+    with connect(paths.work) as con:
+        row = con.execute("select build_id from audit.builds order by started_at desc "
+                          "limit 1").fetchone()
+    return row[0] if row else None
 
 
 def publish_warehouse(paths: WarehousePaths, build_id: str | None = None,
                       wait_seconds: float = 0.0) -> Path:
     """Replace the published warehouse with the work warehouse's published schemas.
 
-    Only a build that passed dbt and the quality gate reaches here: it is marked `success`
-    in the copy, and `published` in the work file once the copy is in place.
+    Only a build that dbt did not fail and whose marts passed the quality gate is published
+    (the latest build, when no id is given): it is marked `success` in the copy, and
+    `published` in the work file once the copy is in place.
     """
     with writer_lock(paths, wait_seconds):
-        if build_id:
-            dbt_build.finish_build(paths, build_id, "success")
+        if not paths.work.is_file():
+            raise FileNotFoundError(f"{paths.work} does not exist: run `sprx ingest` and "
+                                    "`sprx build` before publishing")
+        build_id = build_id or latest_build(paths)
+        with connect(paths.work) as con:
+            quality.require_passed(con, build_id)
+        dbt_build.finish_build(paths, build_id, "success")
         published = publish.publish(paths, build_id)
-        if build_id:
-            dbt_build.finish_build(paths, build_id, "published")
+        dbt_build.finish_build(paths, build_id, "published")
         return published
 
 
 @dataclass
 class RunReport:
     ingest: ingest.IngestReport
+    loaded_gate: quality.GateReport
     build: dbt_build.BuildReport
     gate: quality.GateReport
     published: Path
@@ -169,18 +215,14 @@ class RunReport:
 def run(paths: WarehousePaths, landing: Path, codelist_source: str | Path,
         dbt_vars: dict[str, Any] | None = None, progress: Progress = _quiet,
         wait_seconds: float = 0.0, codelist_pins: Path | None = None) -> RunReport:
-    """Pull codelists, ingest, build, gate and publish, holding the writer lock throughout."""
+    """Pull codelists, ingest, check, build, check and publish, holding the writer lock."""
     with writer_lock(paths, wait_seconds):
         progress(f"verifying codelists from {codelist_source}")
-        pulled = pull_codelists(paths, codelist_source, codelist_pins)
+        pull_codelists(paths, codelist_source, codelist_pins)
         progress(f"ingesting deliveries from {landing}")
         report = ingest_landing(paths, landing, progress)
-        codelist = active_codelist(paths)
-        progress(f"building the warehouse with dbt (codelist {codelist.name} "
-                 f"{codelist.version}; {len(pulled)} list(s) verified)")
-        built = dbt_build.build(paths, codelist, dbt_vars)
-        progress("running the quality gate")
-        gate = quality.gate(paths, run_dbt_tests=False)
+        checked = build_warehouse(paths, dbt_vars, progress=progress)
         progress(f"publishing to {paths.published}")
-        published = publish_warehouse(paths, built.build_id)
-    return RunReport(report, built, gate, published, publish.published_summary(published))
+        published = publish_warehouse(paths, checked.build.build_id)
+    return RunReport(report, checked.loaded_gate, checked.build, checked.gate, published,
+                     publish.published_summary(published))

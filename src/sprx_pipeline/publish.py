@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 
 from .config import WarehousePaths
+from .quality import DATA_DOCS, SUMMARY_PAGE
 
 PUBLISHED_SCHEMAS = ("marts", "audit", "codelists")
 
@@ -29,9 +30,6 @@ def _fsync_dir(folder: Path) -> None:
 
 def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
     """Copy the published schemas of the work file to `paths.published`, atomically."""
-    if not paths.work.is_file():
-        raise FileNotFoundError(f"{paths.work} does not exist: run `sprx ingest` and "
-                                "`sprx build` before publishing")
     target = paths.published
     staging = target.with_name(f".{target.name}.publishing")
     staging.unlink(missing_ok=True)
@@ -72,6 +70,12 @@ def published_summary(path: Path) -> dict[str, Any]:
         rates = dict(con.execute(
             "select \"window\", rate_per_1000_py from marts.sp_outcome_summary "
             "where cohort = 'referred' and measure = 'consultations'").fetchall())
+        checks, warnings, failed = con.execute(
+            "with latest as (select stage, max(checked_at) as at from audit.quality_checks "
+            "group by stage) select count(*), count(*) filter (where status = 'warn'), "
+            "count(*) filter (where status = 'fail') from audit.quality_checks q "
+            "join latest on latest.stage = q.stage and latest.at = q.checked_at").fetchone()
+        quality_dir = WarehousePaths.at(path).quality_dir
         control_rates = dict(con.execute(
             "select \"window\", rate_per_1000_py from marts.sp_outcome_summary "
             "where cohort = 'control' and measure = 'consultations'").fetchall())
@@ -88,6 +92,9 @@ def published_summary(path: Path) -> dict[str, Any]:
             "referred_patients": one("select count(*) from marts.sp_patient_outcomes"),
             "matched_controls": one("select count(*) from marts.sp_matched_controls"),
             "codelist_version": one("select max(version) from codelists.sp_codes"),
+            "quality_checks": f"{checks} ({warnings} warnings, {failed} failed)",
+            "quality_summary": str(quality_dir / SUMMARY_PAGE),
+            "data_docs": str(quality_dir / DATA_DOCS),
             "referred_pre_consultations_per_1000_py": rates.get("pre"),
             "referred_post_consultations_per_1000_py": rates.get("post"),
             "control_pre_consultations_per_1000_py": control_rates.get("pre"),
