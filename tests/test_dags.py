@@ -26,6 +26,9 @@ def airflow_env(home: Path, landing: Path, warehouse: Path) -> dict[str, str]:
     return {**os.environ, "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # Cosmos lists the dbt models (`dbt ls`) while the DAG file is imported: on a busy
+            # 2-core machine that can pass Airflow's default import timeout of 30 s.
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
             "SPRX_LANDING_DIR": str(landing), "SPRX_WAREHOUSE_PATH": str(warehouse)}
 
 

@@ -46,10 +46,10 @@ def test_a_delta_for_one_practice_rebuilds_that_practice_only_and_equals_a_full_
     }, kind="delta")
     pipeline.ingest_landing(paths, tmp_path / "landing")
 
-    built = pipeline.build_warehouse(paths)
+    built = pipeline.build_warehouse(paths).build
     assert (built.scope.full_rebuild, built.scope.practices) == (False, (P1,))
     incremental = marts_of(paths)
-    full = pipeline.build_warehouse(paths, full_rebuild=True)
+    full = pipeline.build_warehouse(paths, full_rebuild=True).build
     assert full.scope.full_rebuild and full.scope.practices == ("P001", "P002")
     assert marts_of(paths) == incremental
 
