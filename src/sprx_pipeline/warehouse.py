@@ -43,6 +43,11 @@ AUDIT_DDL = (
         build_id varchar not null, started_at timestamp not null, finished_at timestamp,
         status varchar not null, codelist varchar, codelist_version varchar,
         codelist_sha256 varchar, dbt_vars varchar)""",
+    """create table if not exists audit.build_scopes (
+        build_id varchar not null, started_at timestamp not null, full_rebuild boolean not null,
+        reason varchar not null, fingerprint varchar not null, practices integer not null)""",
+    """create table if not exists audit.build_practices (
+        build_id varchar not null, practice_id varchar not null)""",
     """create table if not exists audit.codelist_pulls (
         pulled_at timestamp not null, codelist varchar, version varchar, sha256 varchar,
         source varchar not null, status varchar not null, reason varchar)""",
