@@ -39,11 +39,12 @@ DUCKDB_ONLY = {
 }
 DUCKDB_MACRO = re.compile(r"{%-?\s*macro\s+duckdb__.*?{%-?\s*endmacro\s*-?%}", re.S)
 COMMENT = re.compile(r"{#.*?#}|--[^\n]*", re.S)
+JINJA_STATEMENT = re.compile(r"{%.*?%}", re.S)  # template code, not SQL: `range()` is Jinja's
 
 
 def portable_text(path: Path) -> str:
-    """The SQL and Jinja of a file, without comments or `duckdb__` macro bodies."""
-    return DUCKDB_MACRO.sub("", COMMENT.sub("", path.read_text()))
+    """The SQL of a file, without comments, `duckdb__` macro bodies or Jinja statements."""
+    return JINJA_STATEMENT.sub("", DUCKDB_MACRO.sub("", COMMENT.sub("", path.read_text())))
 
 
 SQL_FILES = sorted(p for folder in ("models", "macros", "tests") for p in (PROJECT / folder).rglob("*.sql"))
