@@ -60,7 +60,7 @@ def sprx_warehouse():
     def check_loaded(build_id: str) -> str:
         """Great Expectations over the loaded tables; nothing is built past a failure."""
         with orch.refusals_fail_at_once():
-            report = pipeline.quality_gate(paths, "loaded", build_id,
+            report = pipeline.quality_gate(paths, "loaded", build_id, scoped=True,
                                            wait_seconds=orch.WAIT_FOR_LOCK_SECONDS)
         return report.summary()
 
@@ -69,7 +69,7 @@ def sprx_warehouse():
         """Great Expectations over the marts, and row accounting; nothing is published past
         a failure. (dbt's own tests ran with each model in `dbt_build`.)"""
         with orch.refusals_fail_at_once():
-            report = pipeline.quality_gate(paths, "marts", build_id,
+            report = pipeline.quality_gate(paths, "marts", build_id, scoped=True,
                                            wait_seconds=orch.WAIT_FOR_LOCK_SECONDS)
         return report.summary()
 

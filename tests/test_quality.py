@@ -135,7 +135,7 @@ def test_a_failing_mart_check_blocks_publication_and_says_by_how_much(warehouse)
     with pytest.raises(quality.QualityGateError) as failure:
         pipeline.quality_gate(warehouse, "marts")
     message = str(failure.value)
-    assert "55 checks: 54 passed, 0 warnings, 1 failed" in message
+    assert "55 checks over all practices: 54 passed, 0 warnings, 1 failed" in message
     assert ("error marts.sp_patient_outcomes pre_days_between_0_and_window_days "
             "(conformance/computational): 1 of 6 rows (16.67%) fail; threshold 0%; e.g. 400"
             in message)
@@ -152,12 +152,35 @@ def test_a_failing_mart_check_blocks_publication_and_says_by_how_much(warehouse)
 def test_raw_tables_above_the_sample_size_are_checked_on_a_repeatable_sample(warehouse,
                                                                               monkeypatch):
     monkeypatch.setattr(quality, "RAW_SAMPLE_ROWS", 10)
-    report = pipeline.quality_gate(warehouse, "loaded")
-    unique = next(c for c in report.checks if c.name == "consultation_id_unique")
-    assert (unique.rows_checked, unique.table_rows) == (10, 22)
-    assert unique.detail == "0 of 10 rows (0.00%) fail; threshold 0% (sampled 10 of 22 rows)"
-    patients = next(c for c in report.checks if c.name == "sex_allowed")
-    assert (patients.rows_checked, patients.table_rows) == (10, 12)
+    checked = []
+    for _ in range(2):
+        report = pipeline.quality_gate(warehouse, "loaded")
+        unique = next(c for c in report.checks if c.name == "consultation_id_unique")
+        checked.append(unique.rows_checked)
+        assert unique.table_rows == 22 and 0 < unique.rows_checked < 22  # ~10: Bernoulli
+        assert unique.detail.endswith(f"(sampled {unique.rows_checked} of 22 rows)")
+        patients = next(c for c in report.checks if c.name == "sex_allowed")
+        assert patients.table_rows == 12 and patients.rows_checked < 12
+    assert checked[0] == checked[1]  # the same seed, the same sample
+
+
+def test_a_build_checks_only_the_practices_it_rebuilt(warehouse, tmp_path):
+    landing = tmp_path / "landing"
+    write_delivery(landing, "2020-02-29_tpp_002", "2020-02-29", "TPP", ["P002"], {
+        "practices": [("P002", "North West")],
+        "patients": [("EXTRACT", "P002", 1975, "F", "Unknown", 3, "rural", None)],
+        "registrations": [("R20", "EXTRACT", "P002", "2000-01-01", None)]})
+    pipeline.ingest_landing(warehouse, landing)
+    checked = pipeline.build_warehouse(warehouse)
+    assert checked.loaded_gate.scope == checked.gate.scope == "the 1 practice(s) rebuilt"
+    rows = {c.name: (c.rows_checked, c.table_rows) for c in checked.loaded_gate.checks}
+    assert rows["sex_allowed"] == (1, 1)        # P002's one patient, not P001's eleven
+    assert rows["consultation_id_unique"] == (0, 0)  # P002 now sends no consultations
+    outcomes = {c.name: c.rows_checked for c in checked.gate.checks
+                if c.suite == "marts.sp_patient_outcomes"}
+    assert outcomes["practice_id_patient_id_unique"] == 0  # EXTRACT's referral is gone
+    everything = pipeline.quality_gate(warehouse, "loaded")  # `sprx check`: every practice
+    assert {c.name: c.rows_checked for c in everything.checks}["sex_allowed"] == 12
 
 
 def test_a_practice_without_deaths_or_consultations_passes_its_date_checks(tmp_path):

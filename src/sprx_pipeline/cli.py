@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from . import __version__, config
 from .build import BuildError
 from .codelists import CodelistError
@@ -305,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             ReleaseError, FileNotFoundError, FileExistsError, NotADirectoryError,
             ValueError) as exc:
         print(f"sprx: error: {exc}", file=sys.stderr)
+        return 2
+    except duckdb.Error as exc:
+        print(f"sprx: error: the DuckDB warehouse reported: {exc}", file=sys.stderr)
         return 2
 
 

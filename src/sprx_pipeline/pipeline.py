@@ -131,12 +131,12 @@ def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = Non
                                                              full_rebuild)
         try:
             progress("checking the loaded tables (quality gate, Great Expectations)")
-            loaded = quality.gate(paths, "loaded", build_id)
+            loaded = quality.gate(paths, "loaded", build_id, scoped=True)
             progress(f"building the warehouse with dbt (codelist {codelist.name} "
                      f"{codelist.version}; {planned.describe()})")
             built = dbt_build.run_build(paths, build_id, build_vars, planned=planned)
             progress("checking the marts before publishing (quality gate)")
-            gate = quality.gate(paths, "marts", build_id)
+            gate = quality.gate(paths, "marts", build_id, scoped=True)
         except BaseException:
             dbt_build.finish_build(paths, build_id, "failed")
             raise
@@ -165,13 +165,15 @@ def close_build(paths: WarehousePaths, build_id: str, wait_seconds: float = 0.0)
 
 
 def quality_gate(paths: WarehousePaths, stage: str = "marts", build_id: str | None = None,
-                 run_dbt_tests: bool = False, wait_seconds: float = 0.0) -> quality.GateReport:
+                 run_dbt_tests: bool = False, wait_seconds: float = 0.0,
+                 scoped: bool = False) -> quality.GateReport:
     """Run one stage of the quality gate over the work warehouse (`loaded`: the raw tables,
     before dbt; `marts`: the built marts and row accounting, before publishing); raise
     QualityGateError, naming each failed check, if anything must not be published.
-    Without a build id, the checks are recorded against the latest build."""
+    Without a build id, the checks are recorded against the latest build; `scoped` checks
+    only the practices that build rebuilt (as `sprx build` does)."""
     with writer_lock(paths, wait_seconds):
-        return quality.gate(paths, stage, build_id or latest_build(paths), run_dbt_tests)
+        return quality.gate(paths, stage, build_id or latest_build(paths), run_dbt_tests, scoped)
 
 
 def latest_build(paths: WarehousePaths) -> str | None:

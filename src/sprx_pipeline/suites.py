@@ -150,11 +150,6 @@ def _between(column: str, low: Any, high: Any, kahn: tuple[str, str], level: str
                  column=column, min_value=low, max_value=high)
 
 
-def _rows(minimum: int, level: str, description: str) -> Expectation:
-    return check("has_rows", (COMPLETENESS, None), level, gxe.ExpectTableRowCountToBeBetween,
-                 None, description, min_value=minimum)
-
-
 
 
 def raw_suites() -> dict[str, list[Expectation]]:
@@ -162,12 +157,10 @@ def raw_suites() -> dict[str, list[Expectation]]:
     latest = parameter("latest_extracted_at")
     return {
         "raw.practices": [
-            _rows(1, WARN, "the warehouse holds at least one practice"),
             _id_format("practice_id"), _unique("practice_id"),
             _present("region"), _allowed("region", REGIONS),
         ],
         "raw.patients": [
-            _rows(1, WARN, "the warehouse holds patients"),
             _id_format("patient_id"), _unique("practice_id", "patient_id"),
             _present("year_of_birth"), _present("sex"), _present("ethnicity"),
             _allowed("sex", SEXES), _allowed("ethnicity", ETHNICITIES),
@@ -190,7 +183,6 @@ def raw_suites() -> dict[str, list[Expectation]]:
             *_dated_within("date_of_death", parameter("earliest_date"), latest),
         ],
         "raw.registrations": [
-            _rows(1, WARN, "the warehouse holds registrations"),
             _id_format("registration_id"), _unique("registration_id"), _present("start_date"),
             *_dated_within("start_date", parameter("earliest_date"), latest),
             check("end_date_not_before_start_date", (PLAUSIBILITY, TEMPORAL), ERROR,

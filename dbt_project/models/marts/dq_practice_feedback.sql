@@ -3,13 +3,18 @@
 -- the practice's source system (coding gaps by system are the known weakness of SP data).
 -- Outliers are flagged as on a funnel plot: a practice is 'low' or 'high' when its count of
 -- referred patients lies more than 3 standard deviations (binomial, at its system's
--- prevalence) from the count expected for its size (Spiegelhalter, Stat Med 2005).
+-- prevalence) from the count expected for its size (Spiegelhalter, Stat Med 2005). Practices
+-- differ by more than chance (overdispersion): with at least 10 assessable practices the
+-- limits widen by sqrt(phi), phi the mean squared z-score winsorised at its 10th and 90th
+-- percentiles (Spiegelhalter, Qual Saf Health Care 2005), so that the flag marks the
+-- practices that stand out from the others, not half of a large network.
 
 {%- set tables = ['practices', 'patients', 'registrations', 'consultations',
                   'clinical_events', 'hospital_attendances'] %}
 
 {%- set funnel_sd = 3 %}
 {%- set min_expected = 5 %}
+{%- set min_practices_for_dispersion = 10 %}
 
 with practice_tables as (
     select * from {{ ref('stg_audit__delivery_practice_tables') }}
@@ -135,14 +140,45 @@ funnel as (
         on system_prevalence.source_system = practice_prevalence.source_system
 ),
 
-flagged as (
+z_scores as (
     select
         practice_id,
         system_proportion,
         case when expected >= {{ min_expected }} and binomial_sd > 0
             then (referred_patients - expected) / binomial_sd
-        end as prevalence_z_score
+        end as raw_z_score
     from funnel
+),
+
+winsor_limits as (
+    select
+        {{ quantile('raw_z_score', 0.1) }} as z_p10,
+        {{ quantile('raw_z_score', 0.9) }} as z_p90,
+        count(raw_z_score) as assessable_practices
+    from z_scores
+),
+
+dispersion as (
+    select
+        case when max(winsor_limits.assessable_practices) >= {{ min_practices_for_dispersion }}
+            then greatest(1.0, avg(
+                least(greatest(z_scores.raw_z_score, winsor_limits.z_p10), winsor_limits.z_p90)
+                * least(greatest(z_scores.raw_z_score, winsor_limits.z_p10), winsor_limits.z_p90)))
+            else 1.0
+        end as phi
+    from z_scores
+    cross join winsor_limits
+    where z_scores.raw_z_score is not null
+),
+
+flagged as (
+    select
+        z_scores.practice_id,
+        z_scores.system_proportion,
+        coalesce(dispersion.phi, 1.0) as phi,
+        z_scores.raw_z_score / sqrt(coalesce(dispersion.phi, 1.0)) as prevalence_z_score
+    from z_scores
+    cross join dispersion
 )
 
 select
@@ -173,6 +209,7 @@ select
         / nullif(practice_prevalence.study_patients, 0))
         / nullif(flagged.system_proportion, 0), 3) as prevalence_ratio_to_system,
     round(flagged.prevalence_z_score, 2) as prevalence_z_score,
+    round(flagged.phi, 3) as prevalence_overdispersion,
     case
         when flagged.prevalence_z_score is null then 'not_assessable'
         when flagged.prevalence_z_score < -{{ funnel_sd }} then 'low'
