@@ -158,9 +158,13 @@ def _run(args: argparse.Namespace) -> int:
     report = pipeline.run(paths, args.landing, args.codelists, args.vars, _say, args.wait,
                           args.pins)
     _print_ingest(report.ingest)
-    _say(f"built {report.build.passed} dbt nodes (build {report.build.build_id}); quality "
-         f"gate passed ({len(report.gate.checks)} checks); published in "
-         f"{time.perf_counter() - started:.1f} s")
+    if report.build is None or report.gate is None:
+        _say(f"nothing new: {report.published} is current (build {report.current_build}), "
+             "left as it was")
+    else:
+        _say(f"built {report.build.passed} dbt nodes (build {report.build.build_id}); quality "
+             f"gate passed ({len(report.gate.checks)} checks); published in "
+             f"{time.perf_counter() - started:.1f} s")
     _print_summary(report.summary)
     return 1 if report.ingest.refused else 0
 

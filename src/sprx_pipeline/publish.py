@@ -3,7 +3,8 @@
 Dashboards and analysts open the published file; the pipeline builds a different file.
 Publishing copies the published schemas into a fresh temporary file beside the target,
 flushes it, and renames it over the target: a reader sees the old warehouse or the new one,
-never a mix, and a crash part-way leaves the old one in place.
+never a mix, and a crash part-way leaves the old one in place (and a temporary file that
+the next publish, or `sprx run`, removes).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import duckdb
 
 from .config import WarehousePaths
+from .faults import crash_point
 
 PUBLISHED_SCHEMAS = ("marts", "audit", "codelists")
 
@@ -27,14 +29,39 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def temporary_files(paths: WarehousePaths) -> tuple[Path, Path]:
+    """The file a publish writes before renaming it over the target, and its DuckDB WAL."""
+    staging = paths.published.with_name(f".{paths.published.name}.publishing")
+    return staging, staging.with_name(f"{staging.name}.wal")
+
+
+def remove_leftovers(paths: WarehousePaths) -> None:
+    """Delete what a publish killed part-way left. The WAL matters most: DuckDB would
+    replay a stale one into the next temporary file of the same name."""
+    for leftover in temporary_files(paths):
+        leftover.unlink(missing_ok=True)
+
+
+def published_build_id(path: Path) -> str | None:
+    """The build a published warehouse was copied from; None if there is none yet, or the
+    file was not published by this pipeline (then the next run publishes over it)."""
+    if not path.is_file():
+        return None
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            return con.execute("select build_id from meta.publication").fetchone()[0]
+    except duckdb.Error:
+        return None
+
+
 def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
     """Copy the published schemas of the work file to `paths.published`, atomically."""
     if not paths.work.is_file():
         raise FileNotFoundError(f"{paths.work} does not exist: run `sprx ingest` and "
                                 "`sprx build` before publishing")
     target = paths.published
-    staging = target.with_name(f".{target.name}.publishing")
-    staging.unlink(missing_ok=True)
+    staging, _ = temporary_files(paths)
+    remove_leftovers(paths)
     con = duckdb.connect(str(staging))
     try:
         con.execute("attach ? as work (read_only)", [str(paths.work)])
@@ -47,6 +74,7 @@ def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
         for schema, table in tables:
             con.execute(f'create table {schema}."{table}" as '
                         f'select * from work.{schema}."{table}"')
+        crash_point("publish.copied")
         con.execute("create schema meta")
         con.execute("create table meta.publication as select now()::timestamp as published_at, "
                     "?::varchar as build_id", [build_id])
@@ -57,8 +85,10 @@ def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
     with open(staging, "rb+") as handle:
         os.fsync(handle.fileno())
     os.chmod(staging, 0o444)
+    crash_point("publish.flushed")
     os.replace(staging, target)
     _fsync_dir(target.parent)
+    crash_point("publish.replaced")
     return target
 
 
