@@ -72,6 +72,21 @@ def test_a_delta_touches_only_the_rows_of_its_own_practices(tmp_path, paths):
     assert len(data["patients"]) == 2 and len(data["registrations"]) == 2
 
 
+def test_a_correction_that_breaks_a_rule_is_quarantined_and_replaces_nothing(tmp_path, paths):
+    landing = tmp_path / "landing"
+    one_patient_practice(landing, "2020-01-31_vision_001", "P1", "Midlands", "2019-01-01",
+                         "2019-02-01")
+    write_delivery(landing, "2020-02-29_vision_002", "2020-02-29", "Vision", ["P1"], {
+        "consultations": [("C1", "A", "P1", "2019-02-30", "telephone", "gp")],  # no such day
+    }, kind="delta")
+    ingest_landing(paths, landing)
+    assert raw_data(paths)["consultations"] == [
+        ("C1", "A", "P1", D("2019-01-01"), "face_to_face", "gp")]
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        assert con.execute("select delivery_id, rule from audit.quarantine").fetchall() == [
+            ("2020-02-29_vision_002", "invalid_date:consultation_date")]
+
+
 def test_the_same_delta_applied_twice_changes_nothing(tmp_path, paths):
     landing = write_tiny_extract(tmp_path / "landing")
     write_tiny_correction(landing)
