@@ -7,10 +7,12 @@ reaches the state `clean`. Each test kills a process at one point, then checks:
 1. the published warehouse is exactly as it was (every row of every table, clock times
    included), or, once the rename has happened, exactly the new one;
 2. the next run finishes to the state `clean` reaches: every table of the work file (raw,
-   audit, staging, intermediate, marts) and of the published file, compared row by row.
-   Clock times and random build ids are left out, and audit.builds is compared as the
-   inputs of its successful builds: the history of the interrupted run stays there on
-   purpose (its build `abandoned`, or the same inputs built twice).
+   audit, codelists, intermediate, marts; staging holds only views) and of the published
+   file, compared row by row. Clock times and random build ids are left out, and
+   audit.builds is compared as the inputs of its successful builds: the history of the
+   interrupted run stays there on purpose (its build `abandoned`, or the same inputs built
+   twice). After a killed `sprx ingest`, the next `sprx ingest` is compared on what ingest
+   writes: the raw tables and the deliveries' audit tables.
 
 Kill points: precise ones through `SPRX_KILL_AT` (sprx_pipeline.faults), points in dbt's
 progress (the process is killed as soon as it prints a line), and one by the clock.

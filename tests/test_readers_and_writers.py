@@ -34,6 +34,7 @@ class Scenario:
     first: tuple[int, str]    # exit code and output of run A
     busy: tuple[int, str]     # run B, started while A held the warehouse
     waited: tuple[int, str]   # run C, started with --wait while A held the warehouse
+    overlapped: bool          # A still held the warehouse once B had finished and C started
     looks: list[dict]         # every look of the reader
 
 
@@ -65,6 +66,7 @@ def scenario(tiny, tmp_path_factory) -> Scenario:
                  "run A to take the warehouse")
         busy = site.sprx("run")
         waiting = site.start("run", "--wait", "300")
+        overlapped = first.poll() is None and site.paths.lock.read_text() == f"pid {first.pid}"
         first_output, _ = first.communicate(timeout=300)
         waited_output, _ = waiting.communicate(timeout=300)
         for _ in range(REPUBLISHES):
@@ -75,7 +77,7 @@ def scenario(tiny, tmp_path_factory) -> Scenario:
         stop.touch()
         reader.wait(timeout=60)
     return Scenario(site, first.pid, (first.returncode, first_output), busy,
-                    (waiting.returncode, waited_output), looks_so_far(log))
+                    (waiting.returncode, waited_output), overlapped, looks_so_far(log))
 
 
 def test_a_second_run_is_told_the_warehouse_is_busy_and_changes_nothing(scenario):
@@ -88,6 +90,7 @@ def test_a_second_run_is_told_the_warehouse_is_busy_and_changes_nothing(scenario
 
 
 def test_a_run_that_waits_goes_after_the_first_and_finds_nothing_new(scenario):
+    assert scenario.overlapped
     assert scenario.first[0] == 0, scenario.first[1]
     assert "deliveries: 1 applied, 0 refused, 2 unchanged" in scenario.first[1]
     code, output = scenario.waited
