@@ -21,7 +21,7 @@ from sprx_pipeline.contract import TABLES
 from sprx_pipeline.pipeline import ingest_landing
 from tiny_extract import (CLINICAL_EVENTS, CONSULTATIONS, CORRECTION_DELIVERY, P1,
                           write_tiny_correction, write_tiny_extract)
-from warehouse_state import contents, differences
+from warehouse_state import Site, contents, differences
 
 D = date.fromisoformat
 
@@ -150,12 +150,10 @@ def test_a_correction_changes_the_marts_exactly_as_worked_out(tiny, tmp_path):
     """The tiny extract published, then the delta of `write_tiny_correction`:
     C02 (EDGE, index - 365, pre) moves to index - 366 (out); E07, NEWREG's only referral,
     is deleted, so NEWREG is no longer a referred patient."""
-    shutil.copytree(tiny.paths.published.parent, tmp_path / "warehouse")
-    landing = tmp_path / "landing"
-    shutil.copytree(tiny.landing, landing)
-    write_tiny_correction(landing)
-    paths = WarehousePaths.at(tmp_path / "warehouse" / "sprx.duckdb")
-    report = pipeline.run(paths, landing, DEFAULT_CODELIST_DIR)
+    site = Site(tiny.landing.parent).copy_to(tmp_path)
+    write_tiny_correction(site.landing)
+    paths = site.paths
+    report = pipeline.run(paths, site.landing, DEFAULT_CODELIST_DIR)
     assert [o.delivery_id for o in report.ingest.applied] == [CORRECTION_DELIVERY]
 
     with duckdb.connect(str(paths.published), read_only=True) as con:

@@ -28,9 +28,7 @@ pytestmark = pytest.mark.slow  # uses the published tiny extract (one real dbt b
 @pytest.fixture
 def site(tiny, tmp_path: Path) -> Site:
     """A copy of the published tiny extract: its landing folder and every warehouse file."""
-    shutil.copytree(tiny.paths.published.parent, tmp_path / "warehouse")
-    shutil.copytree(tiny.landing, tmp_path / "landing")
-    return Site(tmp_path)
+    return Site(tiny.landing.parent).copy_to(tmp_path)
 
 
 def test_a_rerun_with_nothing_new_leaves_every_table_and_file_as_it_was(site):

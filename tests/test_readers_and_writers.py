@@ -53,7 +53,7 @@ def looks_so_far(log: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def scenario(tiny, tmp_path_factory) -> Scenario:
     site = Site(tmp_path_factory.mktemp("readers"))
-    Site(tiny.paths.published.parent.parent).copy_to(site.root)
+    Site(tiny.landing.parent).copy_to(site.root)
     write_tiny_correction(site.landing)
     log, stop = site.root / "reader.jsonl", site.root / "stop-reading"
     with open(log, "w") as out:

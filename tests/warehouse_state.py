@@ -30,7 +30,7 @@ def contents(path: Path, ignore_clock: bool = False, schemas: tuple[str, ...] = 
     `ignore_clock` compares what a run produced rather than when: it leaves out columns of
     clock times and of random build ids, and reduces audit.builds to the distinct inputs of
     the builds that succeeded. (A killed run leaves history there by design: its build is
-    `abandoned`, or a build of the same inputs was repeated; see docs in the README.)
+    `abandoned`, or a build of the same inputs was repeated: see the README's Guarantees.)
     """
     found: Contents = {}
     with duckdb.connect(str(path), read_only=True) as con:

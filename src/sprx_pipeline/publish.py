@@ -36,8 +36,8 @@ def temporary_files(paths: WarehousePaths) -> tuple[Path, Path]:
 
 
 def remove_leftovers(paths: WarehousePaths) -> None:
-    """Delete what a publish killed part-way left. The WAL matters most: DuckDB would
-    replay a stale one into the next temporary file of the same name."""
+    """Delete what a publish killed part-way left: the temporary file and its WAL (DuckDB
+    2.0 ignores a WAL that belongs to another file, but nothing should rest on that)."""
     for leftover in temporary_files(paths):
         leftover.unlink(missing_ok=True)
 
