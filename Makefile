@@ -8,17 +8,25 @@ WAREHOUSE ?= data/warehouse/sprx.duckdb
 PATIENTS ?= 20000
 PRACTICES ?= 20
 SEED ?= 42
+RELEASE ?= data/release
+REPORT ?= data/report.html
 
 .PHONY: setup system-packages demo test clean
 
 setup: $(STAMP) system-packages
 
-# The real-scheduler test runs PostgreSQL from Debian's packages; install it when missing.
+# The real-scheduler test runs PostgreSQL from Debian's packages, and the report test opens
+# the report in Debian's headless Chromium; install them when missing.
 system-packages:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "installing PostgreSQL server (Debian postgresql-15) for the Airflow integration test"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
 		else echo "run as root, or: sudo apt-get install postgresql-15"; exit 1; fi; \
+	fi
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		echo "installing Chromium (Debian chromium) for the report rendering test"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "run as root, or: sudo apt-get install chromium"; exit 1; fi; \
 	fi
 
 $(STAMP): requirements.lock pyproject.toml
@@ -32,6 +40,8 @@ demo: setup
 	rm -rf $(LANDING)
 	$(BIN)/sprx generate --out $(LANDING) --patients $(PATIENTS) --practices $(PRACTICES) --seed $(SEED)
 	$(BIN)/sprx run --landing $(LANDING) --warehouse $(WAREHOUSE)
+	$(BIN)/sprx release --warehouse $(WAREHOUSE) --out $(RELEASE)
+	$(BIN)/sprx report --release $(RELEASE) --out $(REPORT)
 
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile

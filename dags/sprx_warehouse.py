@@ -4,14 +4,19 @@
 Runs whenever the `sprx_codelists` or `sprx_extracts` asset is updated:
 
 1. `start_build` makes the last verified codelist active and opens a row in `audit.builds`;
-2. `dbt_build` (astronomer-cosmos) runs one task per dbt model, `dbt build` of the model and
+2. `check_loaded` runs the Great Expectations checkpoint `sprx_loaded` over the loaded
+   tables and fails, building nothing, if a check at error level fails;
+3. `dbt_build` (astronomer-cosmos) runs one task per dbt model, `dbt build` of the model and
    its tests, so a model whose tests fail stops everything built on it: staging →
    intermediate linkage steps → marts; tests with two parents run after both;
-3. `quality_gate` checks the built warehouse as a whole (row accounting; every dbt test)
-   and fails, publishing nothing, if any check fails;
-4. `publish` replaces the read-only published warehouse atomically and updates the
+4. `quality_gate` runs the checkpoint `sprx_publish` over the marts and the row accounting
+   of every delivery, and fails, publishing nothing, if a check at error level fails;
+5. `publish` replaces the read-only published warehouse atomically and updates the
    `sprx_warehouse` asset, for dashboards;
-5. `close_build` (a teardown) marks a build that did not publish as failed.
+6. `close_build` (a teardown) marks a build that did not publish as failed.
+
+Every check is recorded in `audit.quality_checks`; the Great Expectations Data Docs are
+beside the warehouse, in `<name>.quality/gx/uncommitted/data_docs/local_site/index.html`.
 
 Every task that opens DuckDB runs in the one-slot `sprx_duckdb` pool: DuckDB accepts one
 writer per file.
@@ -51,11 +56,21 @@ def sprx_warehouse():
         return build_id
 
     @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
-    def quality_gate(build_id: str) -> list[str]:
-        """Whole-warehouse checks; nothing is published past a failure."""
+    def check_loaded(build_id: str) -> str:
+        """Great Expectations over the loaded tables; nothing is built past a failure."""
         with orch.refusals_fail_at_once():
-            report = pipeline.quality_gate(paths, wait_seconds=orch.WAIT_FOR_LOCK_SECONDS)
-        return [f"{check.name}: {check.detail}" for check in report.checks]
+            report = pipeline.quality_gate(paths, "loaded", build_id,
+                                           wait_seconds=orch.WAIT_FOR_LOCK_SECONDS)
+        return report.summary()
+
+    @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
+    def quality_gate(build_id: str) -> str:
+        """Great Expectations over the marts, and row accounting; nothing is published past
+        a failure. (dbt's own tests ran with each model in `dbt_build`.)"""
+        with orch.refusals_fail_at_once():
+            report = pipeline.quality_gate(paths, "marts", build_id,
+                                           wait_seconds=orch.WAIT_FOR_LOCK_SECONDS)
+        return report.summary()
 
     @task(pool=orch.WRITER_POOL, outlets=[orch.WAREHOUSE_ASSET], **orch.FILE_TASK_ARGS)
     def publish(build_id: str) -> str:
@@ -70,8 +85,8 @@ def sprx_warehouse():
     build_id = start_build()
     dbt_build = DbtTaskGroup(group_id="dbt_build", **orch.cosmos_task_group_args(paths))
     gate = quality_gate(build_id)
-    build_id >> dbt_build >> gate >> publish(build_id) >> close_build(build_id).as_teardown(
-        setups=build_id)
+    check_loaded(build_id) >> dbt_build >> gate >> publish(build_id) >> close_build(
+        build_id).as_teardown(setups=build_id)
 
 
 sprx_warehouse()

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from deliveries import write_delivery
+from sprx_pipeline.pipeline import published_build
 from sprx_pipeline.publish import temporary_files
 from tiny_extract import (CLINICAL_EVENTS, CONSULTATIONS, HOSPITAL_ATTENDANCES, P2, PATIENTS,
                           REGISTRATIONS, write_tiny_correction)
@@ -68,6 +69,10 @@ class Reference:
         assert differences(contents(site.paths.work, ignore_clock=True), self.work) == []
         assert differences(contents(site.published, ignore_clock=True), self.published) == []
         assert not any(f.exists() for f in temporary_files(site.paths))
+        # The Parquet export is of the same build, one file per mart.
+        assert published_build(site.paths) is not None
+        marts = {name.split(".")[1] for name in self.published if name.startswith("marts.")}
+        assert {p.stem for p in site.paths.parquet.iterdir()} == marts
 
 
 @pytest.fixture(scope="module")
@@ -182,14 +187,6 @@ def built(before, published_before, tmp_path_factory) -> Site:
     return site
 
 
-def test_a_run_killed_while_publishing_is_finished_by_the_next_run(built, clean, tmp_path):
-    site = built.copy_to(tmp_path)
-    code, output = site.sprx("run")
-    assert code == 0, output
-    assert "built 100 dbt nodes" in output  # the unpublished build is not taken on trust
-    clean.assert_reached_by(site)
-
-
 PUBLISH_KILLS = [Kill(point, point=point) for point in ("publish.copied", "publish.flushed")]
 
 
@@ -204,15 +201,19 @@ def test_a_publish_killed_before_the_rename_leaves_the_old_warehouse(
     clean.assert_reached_by(site)
 
 
-def test_a_publish_killed_after_the_rename_has_published_and_the_next_run_sees_it(
-        built, clean, tmp_path):
+@pytest.mark.parametrize("point, rebuilt", [("publish.replaced", True),
+                                            ("publish.linked", False)])
+def test_a_publish_killed_after_the_rename_has_published_and_the_next_run_finishes(
+        point, rebuilt, built, clean, tmp_path):
     site = built.copy_to(tmp_path)
-    Kill("publish.replaced", point="publish.replaced").kill(site, "publish")
-    # The rename is the commit point: the new warehouse is in place, whole.
+    Kill(point, point=point).kill(site, "publish")
+    # The rename is the warehouse's commit point: the new one is in place, whole.
     assert differences(contents(site.published, ignore_clock=True), clean.published) == []
     code, output = site.sprx("run")
     assert code == 0, output
-    assert "nothing new since build" in output  # the work file now records it as published
+    # Killed before the Parquet link followed, the build is published again; after it, the
+    # work file is told the build is published, and there is nothing new to do.
+    assert ("nothing new since build" not in output) == rebuilt
     clean.assert_reached_by(site)
 
 
@@ -221,9 +222,8 @@ def test_a_publish_killed_after_the_rename_has_published_and_the_next_run_sees_i
 def test_a_build_killed_part_way_cannot_be_published(before, published_before, tmp_path):
     site = before.copy_to(tmp_path)
     assert site.sprx("ingest")[0] == 0
-    Kill("dbt creating the marts", line="START sql table model marts.sp_referrals").kill(
-        site, "build")
+    Kill("dbt just started", point="build.dbt_spawned").kill(site, "build")
     code, output = site.sprx("publish")
     assert code == 2
-    assert "nothing published: the latest build" in output and "is abandoned" in output
+    assert "has not passed the quality gate (its marts were not checked)" in output
     assert contents(site.published) == published_before

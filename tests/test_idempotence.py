@@ -8,6 +8,7 @@ no build started since, the run skips build and publish and leaves every file as
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def site(tiny, tmp_path: Path) -> Site:
 
 def test_a_rerun_with_nothing_new_leaves_every_table_and_file_as_it_was(site):
     work, published = contents(site.paths.work), contents(site.published)
-    file_before = site.published.stat()
+    file_before, export_before = site.published.stat(), os.readlink(site.paths.parquet)
     code, output = site.sprx("run")
     assert code == 0, output
     assert "deliveries: 0 applied, 0 refused, 2 unchanged" in output
@@ -44,6 +45,7 @@ def test_a_rerun_with_nothing_new_leaves_every_table_and_file_as_it_was(site):
     # Not even rewritten: the same file, untouched.
     after = site.published.stat()
     assert (after.st_ino, after.st_mtime_ns) == (file_before.st_ino, file_before.st_mtime_ns)
+    assert os.readlink(site.paths.parquet) == export_before  # nor the Parquet export
     assert len(work["audit.builds"]) == 1 and len(work["audit.codelist_pulls"]) == 1
 
 
@@ -70,13 +72,13 @@ def test_the_published_build_is_current_until_an_input_changes(site):
 def test_an_edit_to_the_dbt_project_changes_the_fingerprint(tmp_path):
     project = shutil.copytree(DBT_PROJECT_DIR, tmp_path / "dbt_project",
                               ignore=shutil.ignore_patterns("target", "logs"))
-    before = dbt_build.dbt_project_digest(project)
+    before = dbt_build.folder_digest(project)
     (project / "target").mkdir()  # dbt's own output is not an input
     (project / "target" / "manifest.json").write_text("{}")
-    assert dbt_build.dbt_project_digest(project) == before
+    assert dbt_build.folder_digest(project) == before
     model = project / "models" / "marts" / "sp_outcome_summary.sql"
     model.write_text(model.read_text().replace("365.25", "365.2425"))
-    assert dbt_build.dbt_project_digest(project) != before
+    assert dbt_build.folder_digest(project) != before
 
 
 def test_a_pull_with_the_same_outcome_is_not_recorded_again(site):

@@ -22,6 +22,7 @@ from sprx_pipeline.faults import KILL_AT_VARIABLE
 
 SPRX = str(Path(sys.executable).with_name("sprx"))
 Contents = dict[str, list[str]]
+SUCCESSFUL_BUILDS_ONLY = (("audit", "builds"), ("audit", "quality_checks"))
 
 
 def contents(path: Path, ignore_clock: bool = False, schemas: tuple[str, ...] = ()) -> Contents:
@@ -29,8 +30,10 @@ def contents(path: Path, ignore_clock: bool = False, schemas: tuple[str, ...] = 
 
     `ignore_clock` compares what a run produced rather than when: it leaves out columns of
     clock times and of random build ids, and reduces audit.builds to the distinct inputs of
-    the builds that succeeded. (A killed run leaves history there by design: its build is
-    `abandoned`, or a build of the same inputs was repeated: see the README's Guarantees.)
+    the builds that succeeded, and audit.quality_checks to the distinct checks of those
+    builds. (A killed run leaves history there by design: its build is `abandoned`, with
+    the checks it got through, or a build of the same inputs was repeated: see the README's
+    Guarantees.)
     """
     found: Contents = {}
     with duckdb.connect(str(path), read_only=True) as con:
@@ -43,12 +46,13 @@ def contents(path: Path, ignore_clock: bool = False, schemas: tuple[str, ...] = 
                                   "schema_name = ? and table_name = ? order by column_index",
                                   [schema, table]).fetchall()
             keep = [f'"{name}"' for name, kind in columns if not ignore_clock or not (
-                kind.startswith("TIMESTAMP") or name == "build_id")]
+                kind.startswith("TIMESTAMP") or name == "build_id"
+                or (table, name) == ("builds", "status"))]
             query = f'select {", ".join(keep) or "count(*)"} from {schema}."{table}"'
-            if ignore_clock and (schema, table) == ("audit", "builds"):
-                query = ("select distinct codelist, codelist_version, codelist_sha256, dbt_vars, "
-                         "input_fingerprint from audit.builds where status in "
-                         "('success', 'published')")
+            if ignore_clock and (schema, table) in SUCCESSFUL_BUILDS_ONLY:
+                query = (f"select distinct {', '.join(keep)} from {schema}.{table} where build_id "
+                         f"in (select build_id from audit.builds where status in "
+                         "('success', 'published'))")
             found[f"{schema}.{table}"] = sorted(map(repr, con.execute(query).fetchall()))
     return found
 
@@ -78,7 +82,7 @@ class Site:
 
     def copy_to(self, root: Path) -> Site:
         """A copy of the landing folder and every file behind the warehouse."""
-        shutil.copytree(self.root, root, dirs_exist_ok=True)
+        shutil.copytree(self.root, root, symlinks=True, dirs_exist_ok=True)
         return Site(root)
 
     def args(self, command: str) -> list[str]:

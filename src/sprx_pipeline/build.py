@@ -25,14 +25,17 @@ import duckdb
 
 from . import __version__
 from .codelists import Codelist, record_codelist
-from .config import DBT_PROJECT_DIR, WarehousePaths
+from .config import DBT_PROJECT_DIR, PROJECT_ROOT, WarehousePaths
 from .contract import sha256_file
 from .faults import crash_point
 from .warehouse import connect
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-# Folders of the dbt project that hold dbt's own output, not inputs of a build.
-DBT_OUTPUT_FOLDERS = {"target", "logs", "dbt_packages", "__pycache__"}
+# The Great Expectations suites the quality gate checks a build with (suites.EXPECTATIONS_DIR,
+# not imported from there: importing `suites` loads Great Expectations).
+EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+# Folders that hold a tool's own output, not inputs of a build.
+OUTPUT_FOLDERS = {"target", "logs", "dbt_packages", "__pycache__", "uncommitted"}
 
 
 class BuildError(RuntimeError):
@@ -106,12 +109,13 @@ def build_vars(codelist: Codelist, dbt_vars: dict[str, Any] | None = None) -> di
     return {"sp_codelist": codelist.name, **(dbt_vars or {})}
 
 
-def dbt_project_digest(project: Path = DBT_PROJECT_DIR) -> str:
-    """SHA-256 over the dbt project's files (models, macros, tests, settings), by path."""
+def folder_digest(project: Path) -> str:
+    """SHA-256 over a project's files by path (the dbt project's models, macros, tests and
+    settings; the expectation suites), leaving out the tools' output folders."""
     digest = hashlib.sha256()
     for folder, subfolders, files in os.walk(project):
         subfolders[:] = sorted(d for d in subfolders
-                               if d not in DBT_OUTPUT_FOLDERS and not d.startswith("."))
+                               if d not in OUTPUT_FOLDERS and not d.startswith("."))
         for name in sorted(f for f in files if not f.startswith(".")):
             path = Path(folder, name)
             digest.update(f"{path.relative_to(project)}\0{sha256_file(path)}\n".encode())
@@ -122,8 +126,9 @@ def input_fingerprint(con: duckdb.DuckDBPyConnection, codelist: Codelist,
                       merged_vars: dict[str, Any]) -> str:
     """SHA-256 of everything a build and its publication read, so equal fingerprints mean
     equal published content: the deliveries as recorded (applied and refused, by manifest
-    hash), the codelist pulls, the active codelist, the dbt vars, the dbt project's files
-    and this package's version. Clock times and build ids are left out on purpose."""
+    hash), the codelist pulls, the active codelist, the dbt vars, the files of the dbt
+    project and of the expectation suites, and this package's version. Clock times and
+    build ids are left out on purpose."""
     parts = {
         "package": __version__,
         "deliveries": con.execute("select delivery_id, manifest_sha256, status, reason "
@@ -133,7 +138,8 @@ def input_fingerprint(con: duckdb.DuckDBPyConnection, codelist: Codelist,
             "order by pulled_at, codelist").fetchall(),
         "codelist": [codelist.name, codelist.version, codelist.sha256],
         "dbt_vars": merged_vars,
-        "dbt_project": dbt_project_digest(),
+        "dbt_project": folder_digest(DBT_PROJECT_DIR),
+        "expectations": folder_digest(EXPECTATIONS_DIR),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -179,14 +185,22 @@ def finish_build(paths: WarehousePaths, build_id: str, status: str) -> None:
         con.close()
 
 
+def run_build(paths: WarehousePaths, build_id: str, merged_vars: dict[str, Any],
+              select: list[str] | None = None) -> BuildReport:
+    """`dbt build` an opened build; on any failure mark it failed and raise BuildError."""
+    extra = ["--select", *select] if select else []
+    passed, failed = failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
+    if failed:
+        finish_build(paths, build_id, "failed")
+        raise BuildError("dbt build failed:\n  " + "\n  ".join(failed)
+                         + f"\n(full log: {paths.dbt_dir / 'logs' / 'dbt.log'})")
+    return BuildReport(build_id, passed, failed)
+
+
 def build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
           select: list[str] | None = None) -> BuildReport:
     """Make `codelist` active, then `dbt build` the project; raise BuildError on any failure."""
     build_id, merged_vars = start_build(paths, codelist, dbt_vars)
-    extra = ["--select", *select] if select else []
-    passed, failed = failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
-    finish_build(paths, build_id, "success" if not failed else "failed")
-    if failed:
-        raise BuildError("dbt build failed:\n  " + "\n  ".join(failed)
-                         + f"\n(full log: {paths.dbt_dir / 'logs' / 'dbt.log'})")
-    return BuildReport(build_id, passed, failed)
+    report = run_build(paths, build_id, merged_vars, select)
+    finish_build(paths, build_id, "success")
+    return report

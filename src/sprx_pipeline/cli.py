@@ -16,11 +16,12 @@ from typing import Any
 
 from . import __version__, config
 from .build import BuildError
-from .quality import QualityGateError
 from .codelists import CodelistError
 from .config import WarehousePaths
 from .contract import ContractError
 from .ingest import IngestError, IngestReport
+from .quality import SUMMARY_PAGE, GateReport, QualityGateError
+from .release import ReleaseError
 from .warehouse import WarehouseBusy
 
 EXAMPLES = """\
@@ -30,7 +31,10 @@ examples:
   sprx ingest data/landing --warehouse data/warehouse/sprx.duckdb
   sprx build --warehouse data/warehouse/sprx.duckdb
   sprx codelists --codelists https://example.org/codelists/ --warehouse data/warehouse/sprx.duckdb
+  sprx check --warehouse data/warehouse/sprx.duckdb
   sprx summary --warehouse data/warehouse/sprx.duckdb
+  sprx release --warehouse data/warehouse/sprx.duckdb --out data/release
+  sprx report --release data/release --out data/report.html
 
 The published warehouse (--warehouse) is read-only; the pipeline writes a work file beside
 it (<name>.work.duckdb) and replaces the published file atomically when a build passes.
@@ -90,9 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("landing", type=Path, metavar="DIR", help="landing folder of deliveries")
     _warehouse_arg(ing)
 
-    bld = commands.add_parser("build", help="run dbt build on the warehouse",
-                              description="Verify the codelist, then dbt build every model "
-                              "and test into the work warehouse.")
+    bld = commands.add_parser("build", help="check, dbt build and check again",
+                              description="Verify the codelist, check the loaded tables "
+                              "(Great Expectations), dbt build every model and test into the "
+                              "work warehouse, and check the marts: a build that passes is "
+                              "ready for `sprx publish`.")
     _warehouse_arg(bld)
     _codelist_arg(bld)
     _vars_arg(bld)
@@ -103,7 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     _warehouse_arg(cod)
     _codelist_arg(cod)
 
-    pub = commands.add_parser("publish", help="publish the built warehouse (atomic)")
+    chk = commands.add_parser("check", help="run the quality gate (Great Expectations)",
+                              description="Run the quality gate over the work warehouse: the "
+                              "Great Expectations suites of expectations/ over the loaded tables "
+                              "and the marts, and the row accounting of every delivery. Records "
+                              "each check in audit.quality_checks and updates the Data Docs. "
+                              "Exits 2 if a check at error level fails.")
+    _warehouse_arg(chk)
+    chk.add_argument("--stage", choices=("loaded", "marts", "all"), default="all",
+                     help="loaded: the raw tables; marts: the built marts (default: all)")
+    chk.add_argument("--dbt-tests", action="store_true",
+                     help="also run every dbt data and unit test over the built warehouse")
+
+    pub = commands.add_parser("publish", help="publish the built warehouse (atomic)",
+                              description="Replace the published warehouse atomically with the "
+                              "latest build, if it passed the quality gate.")
     _warehouse_arg(pub)
 
     run = commands.add_parser("run", help="ingest, build and publish",
@@ -117,6 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     summ = commands.add_parser("summary", help="print the headline figures of a warehouse")
     summ.add_argument("--warehouse", type=Path, default=config.default_warehouse())
+
+    rel = commands.add_parser("release", help="write disclosure-controlled CSVs and a manifest",
+                              description="Write the summary marts of a published warehouse "
+                              "as CSVs under statistical disclosure control (counts of 7 or "
+                              "fewer redacted, others rounded to the nearest 5, rates "
+                              "recomputed), with manifest.json. Nothing patient-level.")
+    rel.add_argument("--warehouse", type=Path, default=config.default_warehouse(),
+                     help="published warehouse to release from")
+    rel.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="release folder (replaced whole if it holds an earlier release)")
+
+    rep = commands.add_parser("report", help="write the HTML report of a release",
+                              description="Write one self-contained HTML file (no network "
+                              "needed) of charts and tables, built only from a release folder.")
+    rep.add_argument("--release", type=Path, required=True, metavar="DIR",
+                     help="release folder written by `sprx release`")
+    rep.add_argument("--out", type=Path, default=None, metavar="FILE",
+                     help="HTML file to write (default: <DIR>-report.html beside the release folder)")
     return parser
 
 
@@ -150,6 +188,12 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_gate(report: GateReport) -> None:
+    _say(f"quality gate ({report.stage}): {report.summary()}")
+    for check in report.warnings:
+        _say(f"  WARNING {check.describe()}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import pipeline
 
@@ -158,15 +202,50 @@ def _run(args: argparse.Namespace) -> int:
     report = pipeline.run(paths, args.landing, args.codelists, args.vars, _say, args.wait,
                           args.pins)
     _print_ingest(report.ingest)
-    if report.build is None or report.gate is None:
+    if report.build is None or report.loaded_gate is None or report.gate is None:
         _say(f"nothing new: {report.published} is current (build {report.current_build}), "
              "left as it was")
     else:
-        _say(f"built {report.build.passed} dbt nodes (build {report.build.build_id}); quality "
-             f"gate passed ({len(report.gate.checks)} checks); published in "
-             f"{time.perf_counter() - started:.1f} s")
+        for gate in (report.loaded_gate, report.gate):
+            _print_gate(gate)
+        _say(f"built {report.build.passed} dbt nodes (build {report.build.build_id}); "
+             f"published in {time.perf_counter() - started:.1f} s")
     _print_summary(report.summary)
     return 1 if report.ingest.refused else 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    paths = WarehousePaths.at(args.warehouse)
+    if not paths.work.is_file():
+        raise FileNotFoundError(f"{paths.work} does not exist: run `sprx ingest` first")
+    stages = ("loaded", "marts") if args.stage == "all" else (args.stage,)
+    for number, stage in enumerate(stages):
+        dbt_tests = args.dbt_tests and number == len(stages) - 1
+        report = pipeline.quality_gate(paths, stage, None, dbt_tests, args.wait)
+        _print_gate(report)
+    _say(f"quality summary: {paths.quality_dir / SUMMARY_PAGE}\nData Docs: {report.data_docs}")
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    from .release import write_release
+
+    manifest = write_release(args.warehouse, args.out)
+    _say(f"wrote release {args.out.resolve()} (build {manifest['build_id']}, codelist "
+         f"{manifest['codelist']['version']}):")
+    for entry in manifest["files"]:
+        _say(f"  {entry['file']:<32}{entry['rows']:>8,} rows")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = args.out or args.release.with_name(f"{args.release.name}-report.html")
+    _say(f"wrote report {write_report(args.release, out)}")
+    return 0
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -176,6 +255,12 @@ def dispatch(args: argparse.Namespace) -> int:
         return _generate(args)
     if args.command == "run":
         return _run(args)
+    if args.command == "check":
+        return _check(args)
+    if args.command == "release":
+        return _release(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "summary":
         if not args.warehouse.is_file():
             raise FileNotFoundError(f"{args.warehouse} does not exist: run `sprx run` first")
@@ -193,8 +278,11 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "build":
         pipeline.pull_codelists(paths, args.codelists, args.pins, args.wait)
-        built = pipeline.build_warehouse(paths, args.vars, args.wait)
-        _say(f"built {built.passed} dbt nodes into {paths.work} (build {built.build_id})")
+        checked = pipeline.build_warehouse(paths, args.vars, args.wait, _say)
+        for gate in (checked.loaded_gate, checked.gate):
+            _print_gate(gate)
+        _say(f"built {checked.build.passed} dbt nodes into {paths.work} "
+             f"(build {checked.build.build_id}); ready to publish")
         return 0
     if args.command == "publish":
         _say(f"published {pipeline.publish_warehouse(paths, None, args.wait)}")
@@ -212,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sprx: busy: {exc}", file=sys.stderr)
         return 3
     except (IngestError, ContractError, CodelistError, BuildError, QualityGateError,
-            FileNotFoundError, NotADirectoryError, ValueError) as exc:
+            ReleaseError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            ValueError) as exc:
         print(f"sprx: error: {exc}", file=sys.stderr)
         return 2
 

@@ -66,6 +66,17 @@ class WarehousePaths:
         return self.published.with_name(f"{self.published.stem}.codelists")
 
     @property
+    def quality_dir(self) -> Path:
+        """This warehouse's Great Expectations project: Data Docs and validation history."""
+        return self.published.with_name(f"{self.published.stem}.quality")
+
+    @property
+    def parquet(self) -> Path:
+        """The Parquet exports of the published marts: a symlink to the latest folder of
+        `<table>.parquet` files, swapped atomically at each publish."""
+        return self.published.with_name(f"{self.published.stem}.parquet")
+
+    @property
     def dbt_dir(self) -> Path:
         """dbt's target and log folders for this warehouse (kept out of the source tree)."""
         return self.published.with_name(f".{self.published.stem}.dbt")

@@ -26,7 +26,9 @@ POINTS = (
     "build.dbt_spawned",  # dbt is running as a child process
     "publish.copied",     # every table is copied into the temporary file, not yet flushed
     "publish.flushed",    # the temporary file is complete, fsynced and read-only
-    "publish.replaced",   # the new file has replaced the published one; the work file does
+    "publish.replaced",   # the new file has replaced the published one; the Parquet export
+                          # link still points at the previous export
+    "publish.linked",     # the Parquet link points at the new export too; the work file does
                           # not yet record the build as published
 )
 

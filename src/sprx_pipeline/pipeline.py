@@ -2,8 +2,9 @@
 
 Each step that writes takes the warehouse's single-writer lock, so a second run waits or
 stops with a clear message rather than corrupting the first. `run` is the steps in order:
-pull codelists, ingest, build, quality gate, publish; it first tidies what a killed run
-left, and skips build and publish when the published build is already current.
+pull codelists, ingest, quality gate on the loaded tables, dbt build, quality gate on the
+marts, publish. It first tidies what a killed run left, and skips build and publish when
+the published build is already current.
 """
 
 from __future__ import annotations
@@ -120,6 +121,13 @@ def ingest_landing(paths: WarehousePaths, landing: Path, progress: Progress = _q
 
 # --- build, gate, publish ------------------------------------------------------------------
 
+def published_build(paths: WarehousePaths) -> str | None:
+    """The build both published forms hold (the DuckDB file and the Parquet export), or
+    None: a publish killed between its two renames has not published."""
+    published_id = publish.published_build_id(paths.published)
+    return published_id if publish.exported_build_id(paths) == published_id else None
+
+
 def recover_interrupted(paths: WarehousePaths) -> None:
     """Tidy what a killed process left, before a run or a build (under the writer lock):
     a publish's temporary file, builds left `running` (now `abandoned`), and a build that
@@ -127,7 +135,7 @@ def recover_interrupted(paths: WarehousePaths) -> None:
     one transaction, dbt rebuilds its tables, and the published file is replaced whole."""
     publish.remove_leftovers(paths)
     if paths.work.is_file():
-        published_id = publish.published_build_id(paths.published)
+        published_id = published_build(paths)
         with connect(paths.work) as con:
             dbt_build.settle_builds(con, published_id)
 
@@ -136,7 +144,7 @@ def current_publication(paths: WarehousePaths, codelist: codelists.Codelist,
                         dbt_vars: dict[str, Any] | None = None) -> str | None:
     """The published build's id if a build now would read exactly what it read (same input
     fingerprint) and no build has started since; None when a build is needed."""
-    published_id = publish.published_build_id(paths.published)
+    published_id = published_build(paths)
     if published_id is None or not paths.work.is_file():
         return None
     with connect(paths.work, read_only=True) as con:
@@ -147,12 +155,38 @@ def current_publication(paths: WarehousePaths, codelist: codelists.Codelist,
     return published_id if latest == (published_id, "published", fingerprint) else None
 
 
+@dataclass
+class CheckedBuild:
+    """A build that passed the quality gate on both sides of dbt: ready to publish."""
+
+    build: dbt_build.BuildReport
+    loaded_gate: quality.GateReport
+    gate: quality.GateReport
+
+
 def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
-                    wait_seconds: float = 0.0) -> dbt_build.BuildReport:
-    """`dbt build` the work warehouse with the active (verified) codelist."""
+                    wait_seconds: float = 0.0, progress: Progress = _quiet) -> CheckedBuild:
+    """Check the loaded tables, `dbt build` with the active codelist, check the marts.
+
+    Any failure marks the build failed (and a failed build is never published).
+    """
     with writer_lock(paths, wait_seconds):
         recover_interrupted(paths)
-        return dbt_build.build(paths, active_codelist(paths), dbt_vars)
+        codelist = active_codelist(paths)
+        build_id, build_vars = dbt_build.start_build(paths, codelist, dbt_vars)
+        try:
+            progress("checking the loaded tables (quality gate, Great Expectations)")
+            loaded = quality.gate(paths, "loaded", build_id)
+            progress(f"building the warehouse with dbt (codelist {codelist.name} "
+                     f"{codelist.version})")
+            built = dbt_build.run_build(paths, build_id, build_vars)
+            progress("checking the marts before publishing (quality gate)")
+            gate = quality.gate(paths, "marts", build_id)
+        except BaseException:
+            dbt_build.finish_build(paths, build_id, "failed")
+            raise
+        dbt_build.finish_build(paths, build_id, "success")
+        return CheckedBuild(built, loaded, gate)
 
 
 def start_build(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
@@ -176,78 +210,74 @@ def close_build(paths: WarehousePaths, build_id: str, wait_seconds: float = 0.0)
         return status
 
 
-def quality_gate(paths: WarehousePaths, run_dbt_tests: bool = True,
-                 wait_seconds: float = 0.0) -> quality.GateReport:
-    """Run the quality gate over the work warehouse; raise if anything must not publish."""
+def quality_gate(paths: WarehousePaths, stage: str = "marts", build_id: str | None = None,
+                 run_dbt_tests: bool = False, wait_seconds: float = 0.0) -> quality.GateReport:
+    """Run one stage of the quality gate over the work warehouse (`loaded`: the raw tables,
+    before dbt; `marts`: the built marts and row accounting, before publishing); raise
+    QualityGateError, naming each failed check, if anything must not be published.
+    Without a build id, the checks are recorded against the latest build."""
     with writer_lock(paths, wait_seconds):
-        return quality.gate(paths, run_dbt_tests)
+        return quality.gate(paths, stage, build_id or latest_build(paths), run_dbt_tests)
+
+
+def latest_build(paths: WarehousePaths) -> str | None:
+    with connect(paths.work) as con:
+        row = con.execute("select build_id from audit.builds order by started_at desc "
+                          "limit 1").fetchone()
+    return row[0] if row else None
 
 
 def publish_warehouse(paths: WarehousePaths, build_id: str | None = None,
                       wait_seconds: float = 0.0) -> Path:
     """Replace the published warehouse with the work warehouse's published schemas.
 
-    Only a build that passed dbt and the quality gate reaches here: it is marked `success`
-    in the copy, and `published` in the work file once the copy is in place. Without a
-    build id (`sprx publish`), the latest build is published if it succeeded.
+    Only a build that dbt did not fail and whose marts passed the quality gate is published
+    (the latest build, when no id is given): it is marked `success` in the copy, and
+    `published` in the work file once the copy is in place.
     """
     with writer_lock(paths, wait_seconds):
+        if not paths.work.is_file():
+            raise FileNotFoundError(f"{paths.work} does not exist: run `sprx ingest` and "
+                                    "`sprx build` before publishing")
         if build_id is None:
             recover_interrupted(paths)
-            build_id = latest_successful_build(paths)
+            build_id = latest_build(paths)
+        with connect(paths.work) as con:
+            quality.require_passed(con, build_id)
         dbt_build.finish_build(paths, build_id, "success")
         published = publish.publish(paths, build_id)
         dbt_build.finish_build(paths, build_id, "published")
         return published
 
 
-def latest_successful_build(paths: WarehousePaths) -> str:
-    """The latest build's id; refuse one that failed, was interrupted or is unfinished, whose
-    tables may be half-built."""
-    if not paths.work.is_file():
-        raise FileNotFoundError(f"{paths.work} does not exist: run `sprx ingest` and "
-                                "`sprx build` before publishing")
-    with connect(paths.work, read_only=True) as con:
-        latest = con.execute("select build_id, status from audit.builds "
-                             "order by started_at desc, build_id desc limit 1").fetchone()
-    if latest is None or latest[1] not in ("success", "published"):
-        state = f"build {latest[0]} is {latest[1]}" if latest else "warehouse was never built"
-        raise dbt_build.BuildError(f"nothing published: the latest {state}; run `sprx build` "
-                                   f"(or `sprx run`) for {paths.published} first")
-    return latest[0]
-
-
 @dataclass
 class RunReport:
     ingest: ingest.IngestReport
-    build: dbt_build.BuildReport | None  # None: nothing new, build and publish skipped
+    loaded_gate: quality.GateReport | None  # these three are None when nothing was new:
+    build: dbt_build.BuildReport | None     # build and publish were skipped
     gate: quality.GateReport | None
     published: Path
     summary: dict[str, Any]
-    current_build: str | None = None     # the published build, when it was already current
+    current_build: str | None = None        # the published build, when it was current
 
 
 def run(paths: WarehousePaths, landing: Path, codelist_source: str | Path,
         dbt_vars: dict[str, Any] | None = None, progress: Progress = _quiet,
         wait_seconds: float = 0.0, codelist_pins: Path | None = None) -> RunReport:
-    """Pull codelists, ingest, build, gate and publish, holding the writer lock throughout."""
+    """Pull codelists, ingest, check, build, check and publish, holding the writer lock."""
     with writer_lock(paths, wait_seconds):
         recover_interrupted(paths)
         progress(f"verifying codelists from {codelist_source}")
-        pulled = pull_codelists(paths, codelist_source, codelist_pins)
+        pull_codelists(paths, codelist_source, codelist_pins)
         progress(f"ingesting deliveries from {landing}")
         report = ingest_landing(paths, landing, progress)
-        codelist = active_codelist(paths)
-        if current := current_publication(paths, codelist, dbt_vars):
+        if current := current_publication(paths, active_codelist(paths), dbt_vars):
             progress(f"nothing new since build {current}: the published warehouse is current; "
                      "build and publish skipped")
-            return RunReport(report, None, None, paths.published,
+            return RunReport(report, None, None, None, paths.published,
                              publish.published_summary(paths.published), current)
-        progress(f"building the warehouse with dbt (codelist {codelist.name} "
-                 f"{codelist.version}; {len(pulled)} list(s) verified)")
-        built = dbt_build.build(paths, codelist, dbt_vars)
-        progress("running the quality gate")
-        gate = quality.gate(paths, run_dbt_tests=False)
+        checked = build_warehouse(paths, dbt_vars, progress=progress)
         progress(f"publishing to {paths.published}")
-        published = publish_warehouse(paths, built.build_id)
-    return RunReport(report, built, gate, published, publish.published_summary(published))
+        published = publish_warehouse(paths, checked.build.build_id)
+    return RunReport(report, checked.loaded_gate, checked.build, checked.gate, published,
+                     publish.published_summary(published))

@@ -5,11 +5,20 @@ Publishing copies the published schemas into a fresh temporary file beside the t
 flushes it, and renames it over the target: a reader sees the old warehouse or the new one,
 never a mix, and a crash part-way leaves the old one in place (and a temporary file that
 the next publish, or `sprx run`, removes).
+
+The marts are also exported as Parquet, for tools that do not speak DuckDB, into a fresh
+folder beside the warehouse, named with the build id; `<stem>.parquet` is a symlink swapped
+to it atomically after the warehouse is replaced, and the previous folder is kept for
+readers still in it. A build counts as published once both hold it (`published_build_id`,
+`exported_build_id`): a run killed between the two renames is published again.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +26,7 @@ import duckdb
 
 from .config import WarehousePaths
 from .faults import crash_point
+from .quality import DATA_DOCS, SUMMARY_PAGE
 
 PUBLISHED_SCHEMAS = ("marts", "audit", "codelists")
 
@@ -42,6 +52,13 @@ def remove_leftovers(paths: WarehousePaths) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def exported_build_id(paths: WarehousePaths) -> str | None:
+    """The build whose Parquet export the `<stem>.parquet` link points at, if it is a link."""
+    if not paths.parquet.is_symlink():
+        return None
+    return os.readlink(paths.parquet).rpartition("-")[2]
+
+
 def published_build_id(path: Path) -> str | None:
     """The build a published warehouse was copied from; None if there is none yet, or the
     file was not published by this pipeline (then the next run publishes over it)."""
@@ -56,9 +73,6 @@ def published_build_id(path: Path) -> str | None:
 
 def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
     """Copy the published schemas of the work file to `paths.published`, atomically."""
-    if not paths.work.is_file():
-        raise FileNotFoundError(f"{paths.work} does not exist: run `sprx ingest` and "
-                                "`sprx build` before publishing")
     target = paths.published
     staging, _ = temporary_files(paths)
     remove_leftovers(paths)
@@ -80,6 +94,8 @@ def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
                     "?::varchar as build_id", [build_id])
         con.execute("detach work")
         con.execute("checkpoint")
+        exports = _export_parquet(con, paths.parquet, [t for s, t in tables if s == "marts"],
+                                  build_id)
     finally:
         con.close()
     with open(staging, "rb+") as handle:
@@ -89,7 +105,55 @@ def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
     os.replace(staging, target)
     _fsync_dir(target.parent)
     crash_point("publish.replaced")
+    _swap_parquet_link(paths.parquet, exports)
+    crash_point("publish.linked")
     return target
+
+
+def _export_parquet(con: duckdb.DuckDBPyConnection, link: Path, marts: list[str],
+                    build_id: str | None) -> Path:
+    """Write each mart of the staged warehouse to `<table>.parquet` in a new folder, named
+    `.<link>.<time>-<random>-<build id>` (the build id last, for `exported_build_id`)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    folder = link.with_name(f".{link.name}.{stamp}-{uuid.uuid4().hex[:6]}-{build_id or ''}")
+    folder.mkdir()
+    try:
+        for table in marts:
+            path = str(folder / f"{table}.parquet").replace("'", "''")
+            con.execute(f'copy marts."{table}" to \'{path}\' (format parquet)')
+        for file in folder.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
+
+
+def _swap_parquet_link(link: Path, folder: Path) -> None:
+    """Point `link` at `folder` in one rename; keep the folder it pointed at before.
+
+    A real folder of Parquet files in the link's place (a copied warehouse folder, whose
+    copy followed the link) is set aside as the previous export; anything else is refused.
+    """
+    previous = link.resolve() if link.is_symlink() else None
+    if link.exists() and previous is None:
+        if not link.is_dir() or any(p.suffix != ".parquet" for p in link.iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
+            raise FileExistsError(f"{link} is not the Parquet export sprx publish maintains: "
+                                  "move it away")
+        previous = link.with_name(f".{link.name}.00000000T000000-copied")
+        shutil.rmtree(previous, ignore_errors=True)
+        link.rename(previous)
+    temporary = link.with_name(f".{link.name}.link")
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(folder.name)
+    os.replace(temporary, link)
+    _fsync_dir(link.parent)
+    for old in link.parent.glob(f".{link.name}.*-*"):
+        if old.is_dir() and old not in (folder, previous):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def published_summary(path: Path) -> dict[str, Any]:
@@ -102,6 +166,12 @@ def published_summary(path: Path) -> dict[str, Any]:
         rates = dict(con.execute(
             "select \"window\", rate_per_1000_py from marts.sp_outcome_summary "
             "where cohort = 'referred' and measure = 'consultations'").fetchall())
+        checks, warnings, failed = con.execute(
+            "with latest as (select stage, max(checked_at) as at from audit.quality_checks "
+            "group by stage) select count(*), count(*) filter (where status = 'warn'), "
+            "count(*) filter (where status = 'fail') from audit.quality_checks q "
+            "join latest on latest.stage = q.stage and latest.at = q.checked_at").fetchone()
+        quality_dir = WarehousePaths.at(path).quality_dir
         control_rates = dict(con.execute(
             "select \"window\", rate_per_1000_py from marts.sp_outcome_summary "
             "where cohort = 'control' and measure = 'consultations'").fetchall())
@@ -118,10 +188,30 @@ def published_summary(path: Path) -> dict[str, Any]:
             "referred_patients": one("select count(*) from marts.sp_patient_outcomes"),
             "matched_controls": one("select count(*) from marts.sp_matched_controls"),
             "codelist_version": one("select max(version) from codelists.sp_codes"),
+            "quality_checks": f"{checks} ({warnings} warnings, {failed} failed)",
+            "quality_summary": str(quality_dir / SUMMARY_PAGE),
+            "data_docs": str(quality_dir / DATA_DOCS),
             "referred_pre_consultations_per_1000_py": rates.get("pre"),
             "referred_post_consultations_per_1000_py": rates.get("post"),
             "control_pre_consultations_per_1000_py": control_rates.get("pre"),
             "control_post_consultations_per_1000_py": control_rates.get("post"),
+            **_consultation_effects(con),
         }
     finally:
         con.close()
+
+
+def _consultation_effects(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Consultation rate ratios after/before referral with 95% CIs, for the summary."""
+    rows = con.execute("select estimate, ratio, ci_lower, ci_upper from marts.sp_effect_estimates "
+                       "where subgroup = 'all' and measure = 'consultations'").fetchall()
+    found = {estimate: (ratio, lower, upper) for estimate, ratio, lower, upper in rows}
+    labels = {"referred_post_vs_pre": "referred consultations after/before (95% CI)",
+              "control_post_vs_pre": "control consultations after/before (95% CI)",
+              "ratio_of_ratios": "consultations ratio of ratios (95% CI)"}
+    summary = {}
+    for estimate, label in labels.items():
+        ratio, lower, upper = found.get(estimate, (None, None, None))
+        summary[label] = ("n/a" if ratio is None else f"{ratio:.2f}" if lower is None
+                          else f"{ratio:.2f} ({lower:.2f}-{upper:.2f})")
+    return summary

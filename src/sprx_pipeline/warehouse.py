@@ -48,6 +48,12 @@ AUDIT_DDL = (
     """create table if not exists audit.codelist_pulls (
         pulled_at timestamp not null, codelist varchar, version varchar, sha256 varchar,
         source varchar not null, status varchar not null, reason varchar)""",
+    """create table if not exists audit.quality_checks (
+        checked_at timestamp not null, build_id varchar, stage varchar not null,
+        suite varchar not null, check_name varchar not null, kahn_category varchar,
+        kahn_subcategory varchar, level varchar not null, threshold_pct double,
+        table_rows bigint, rows_checked bigint, rows_failing bigint, pct_failing double,
+        observed varchar, status varchar not null, detail varchar)""",
     """create table if not exists codelists.sp_codes (
         codelist varchar not null, version varchar not null, code varchar not null,
         term varchar, category varchar not null)""",

@@ -1,9 +1,15 @@
 -- Data-quality feedback for each practice and delivery: rows received, loaded and
--- quarantined per table, and SP referral-code prevalence set against the practice's
--- source system (coding gaps by system are the known weakness of SP data).
+-- quarantined per table, the rules broken most, and SP referral-code prevalence set against
+-- the practice's source system (coding gaps by system are the known weakness of SP data).
+-- Outliers are flagged as on a funnel plot: a practice is 'low' or 'high' when its count of
+-- referred patients lies more than 3 standard deviations (binomial, at its system's
+-- prevalence) from the count expected for its size (Spiegelhalter, Stat Med 2005).
 
 {%- set tables = ['practices', 'patients', 'registrations', 'consultations',
                   'clinical_events', 'hospital_attendances'] %}
+
+{%- set funnel_sd = 3 %}
+{%- set min_expected = 5 %}
 
 with practice_tables as (
     select * from {{ ref('stg_audit__delivery_practice_tables') }}
@@ -29,6 +35,10 @@ sp_events as (
     select * from {{ ref('int_sp_events') }}
 ),
 
+quarantine as (
+    select * from {{ ref('stg_audit__quarantine') }}
+),
+
 accounting as (
     select
         delivery_id,
@@ -43,6 +53,22 @@ accounting as (
         sum(loaded) as rows_loaded,
         sum(quarantined) as rows_quarantined
     from practice_tables
+    group by delivery_id, practice_id
+),
+
+rule_counts as (
+    select delivery_id, practice_id, rule, count(*) as broken
+    from quarantine
+    group by delivery_id, practice_id, rule
+),
+
+top_rules as (
+    select
+        delivery_id,
+        practice_id,
+        {{ dbt.listagg("rule || ' (' || cast(broken as " ~ dbt.type_string() ~ ") || ')'",
+                       "'; '", "order by broken desc, rule", 3) }} as top_quarantine_rules
+    from rule_counts
     group by delivery_id, practice_id
 ),
 
@@ -86,9 +112,37 @@ practice_prevalence as (
 system_prevalence as (
     select
         source_system,
-        100.0 * sum(referred_patients) / nullif(sum(study_patients), 0) as system_prevalence
+        1.0 * sum(referred_patients) / nullif(sum(study_patients), 0) as system_proportion
     from practice_prevalence
     group by source_system
+),
+
+overall_prevalence as (
+    select 1.0 * sum(referred_patients) / nullif(sum(study_patients), 0) as overall_proportion
+    from practice_prevalence
+),
+
+funnel as (
+    select
+        practice_prevalence.practice_id,
+        system_prevalence.system_proportion,
+        practice_prevalence.study_patients * system_prevalence.system_proportion as expected,
+        sqrt(practice_prevalence.study_patients * system_prevalence.system_proportion
+            * (1 - system_prevalence.system_proportion)) as binomial_sd,
+        practice_prevalence.referred_patients
+    from practice_prevalence
+    inner join system_prevalence
+        on system_prevalence.source_system = practice_prevalence.source_system
+),
+
+flagged as (
+    select
+        practice_id,
+        system_proportion,
+        case when expected >= {{ min_expected }} and binomial_sd > 0
+            then (referred_patients - expected) / binomial_sd
+        end as prevalence_z_score
+    from funnel
 )
 
 select
@@ -106,14 +160,25 @@ select
     {%- for measure in ['received', 'loaded', 'quarantined'] %}
     cast(coalesce(accounting.rows_{{ measure }}, 0) as {{ dbt.type_bigint() }}) as rows_{{ measure }},
     {%- endfor %}
+    round(1.0 * coalesce(accounting.rows_quarantined, 0)
+        / nullif(accounting.rows_received, 0), 4) as quarantine_share,
+    top_rules.top_quarantine_rules,
     practice_prevalence.study_patients,
     practice_prevalence.referred_patients,
     round(100.0 * practice_prevalence.referred_patients
         / nullif(practice_prevalence.study_patients, 0), 3) as sp_code_prevalence,
-    round(system_prevalence.system_prevalence, 3) as system_sp_code_prevalence,
-    round((100.0 * practice_prevalence.referred_patients
+    round(100.0 * flagged.system_proportion, 3) as system_sp_code_prevalence,
+    round(100.0 * overall_prevalence.overall_proportion, 3) as all_practices_sp_code_prevalence,
+    round((1.0 * practice_prevalence.referred_patients
         / nullif(practice_prevalence.study_patients, 0))
-        / nullif(system_prevalence.system_prevalence, 0), 3) as prevalence_ratio_to_system
+        / nullif(flagged.system_proportion, 0), 3) as prevalence_ratio_to_system,
+    round(flagged.prevalence_z_score, 2) as prevalence_z_score,
+    case
+        when flagged.prevalence_z_score is null then 'not_assessable'
+        when flagged.prevalence_z_score < -{{ funnel_sd }} then 'low'
+        when flagged.prevalence_z_score > {{ funnel_sd }} then 'high'
+        else 'within_limits'
+    end as prevalence_flag
 from delivery_practices
 inner join deliveries
     on deliveries.delivery_id = delivery_practices.delivery_id
@@ -125,5 +190,9 @@ left join practices
     on practices.practice_id = delivery_practices.practice_id
 left join practice_prevalence
     on practice_prevalence.practice_id = delivery_practices.practice_id
-left join system_prevalence
-    on system_prevalence.source_system = practice_prevalence.source_system
+left join flagged
+    on flagged.practice_id = delivery_practices.practice_id
+left join top_rules
+    on top_rules.delivery_id = delivery_practices.delivery_id
+    and top_rules.practice_id = delivery_practices.practice_id
+cross join overall_prevalence

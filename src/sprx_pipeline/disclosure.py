@@ -1,0 +1,75 @@
+"""Statistical disclosure control (SDC): the rules every released number passes through.
+
+Security-sensitive and kept small on purpose, like OpenSAFELY's `disclosure_control.py`:
+named constants and pure functions, no I/O. A count (of patients, events, rows, or
+practices, deliveries) of 7 or fewer is redacted; any other is rounded to the nearest 5.
+Person-time is not a count of anyone, but it is redacted under the same threshold and
+otherwise rounded to a whole person-year (rounding it to 5 would move a rate ratio by about
+1% on a cohort of 500 patients, a fifth of its confidence interval). Rates and ratios are
+then recomputed from the rounded values, never taken from the exact ones.
+
+>>> apply_sdc(3), apply_sdc(8), apply_sdc(12), apply_sdc(13), apply_person_time_sdc(417.4)
+(None, 10, 10, 15, 417)
+"""
+
+from __future__ import annotations
+
+import math
+
+SUPPRESSION_THRESHOLD = 7
+ROUNDING_MULTIPLE = 5
+PERSON_TIME_ROUNDING = 1
+# Appended to the name of every released column whose values went through apply_sdc, and
+# through apply_person_time_sdc.
+ROUNDED_SUFFIX = f"_rounded{ROUNDING_MULTIPLE}"
+PERSON_TIME_SUFFIX = f"_rounded{PERSON_TIME_ROUNDING}"
+
+
+def _redact_or_round(value: float | None, multiple: int) -> int | None:
+    if value is None or value <= SUPPRESSION_THRESHOLD:
+        return None
+    rounded = int(multiple * math.floor(value / multiple + 0.5))
+    return rounded if rounded > SUPPRESSION_THRESHOLD else None
+
+
+def apply_sdc(value: float | None) -> int | None:
+    """The releasable form of a count: None (redacted) when missing or at most 7, else the
+    nearest multiple of 5 (halves up)."""
+    return _redact_or_round(value, ROUNDING_MULTIPLE)
+
+
+def apply_person_time_sdc(value: float | None) -> int | None:
+    """The releasable form of person-time: None when missing or at most 7 person-years, else
+    the nearest whole person-year (a rounded 7 is redacted too: 7.4 cannot come out as 7)."""
+    return _redact_or_round(value, PERSON_TIME_ROUNDING)
+
+
+def rate(numerator: float | None, denominator: float | None, scale: float = 1.0) -> float | None:
+    """scale * numerator / denominator from released values; None if either is redacted."""
+    if numerator is None or not denominator:
+        return None
+    return scale * numerator / denominator
+
+
+def interval(estimate: float | None, log_se: float | None, z: float = 1.959963985
+             ) -> tuple[float | None, float | None]:
+    """The 95% interval estimate * exp(-+z * se) around an estimate recomputed from rounded
+    counts, with the standard error of its log from the exact model."""
+    if estimate is None or log_se is None or estimate <= 0:
+        return None, None
+    return estimate * math.exp(-z * log_se), estimate * math.exp(z * log_se)
+
+
+RULES = [
+    f"counts of patients, events, rows, practices and deliveries of {SUPPRESSION_THRESHOLD} "
+    "or fewer are redacted (left empty)",
+    f"all other counts are rounded to the nearest {ROUNDING_MULTIPLE} and their column "
+    f"names end in '{ROUNDED_SUFFIX}'",
+    f"person-years of {SUPPRESSION_THRESHOLD} or fewer are redacted, others rounded to the "
+    f"nearest whole person-year, in columns ending in '{PERSON_TIME_SUFFIX}'",
+    "rates, ratios, shares and percentages are recomputed from the rounded counts; one "
+    "whose inputs are redacted is redacted",
+    "confidence intervals are recomputed around the recomputed estimate from the standard "
+    "error of its log (log_se), released only with the estimate",
+    "no patient-level or practice-level table is ever released",
+]
