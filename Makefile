@@ -11,7 +11,7 @@ SEED ?= 42
 RELEASE ?= data/release
 REPORT ?= data/report.html
 
-.PHONY: setup system-packages demo test clean
+.PHONY: setup system-packages demo test clean bench
 
 setup: $(STAMP) system-packages
 
@@ -48,3 +48,10 @@ test: setup
 
 clean:
 	rm -rf $(VENV) data dbt_project/target dbt_project/logs
+
+# `make bench`: time every stage at 100k and 1M patients against pandas and the scan floor,
+# write benchmarks/results.json and the README's bench table (minutes; not part of `make test`).
+SIZES ?= 100000 1000000
+REPEATS ?= 1
+bench: setup
+	$(BIN)/python benchmarks/bench.py --sizes $(SIZES) --repeats $(REPEATS)

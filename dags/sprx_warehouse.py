@@ -3,7 +3,8 @@
 
 Runs whenever the `sprx_codelists` or `sprx_extracts` asset is updated:
 
-1. `start_build` makes the last verified codelist active and opens a row in `audit.builds`;
+1. `start_build` makes the last verified codelist active, opens a row in `audit.builds` and
+   records the build's scope (the practices with new deliveries, or all of them);
 2. `check_loaded` runs the Great Expectations checkpoint `sprx_loaded` over the loaded
    tables and fails, building nothing, if a check at error level fails;
 3. `dbt_build` (astronomer-cosmos) runs one task per dbt model, `dbt build` of the model and

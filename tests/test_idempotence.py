@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from sprx_pipeline import build as dbt_build
+from sprx_pipeline import scope
 from sprx_pipeline.codelists import Codelist
 from sprx_pipeline.config import DBT_PROJECT_DIR, DEFAULT_CODELIST_DIR
 from sprx_pipeline.pipeline import (active_codelist, current_publication, ingest_landing,
@@ -69,16 +70,23 @@ def test_the_published_build_is_current_until_an_input_changes(site):
     assert current_publication(paths, codelist) is None
 
 
-def test_an_edit_to_the_dbt_project_changes_the_fingerprint(tmp_path):
+def test_an_edit_to_the_dbt_project_or_a_suite_changes_the_fingerprint(tmp_path):
     project = shutil.copytree(DBT_PROJECT_DIR, tmp_path / "dbt_project",
                               ignore=shutil.ignore_patterns("target", "logs"))
-    before = dbt_build.folder_digest(project)
+    before = scope.fingerprint("0" * 64, {}, project)
     (project / "target").mkdir()  # dbt's own output is not an input
     (project / "target" / "manifest.json").write_text("{}")
-    assert dbt_build.folder_digest(project) == before
+    assert scope.fingerprint("0" * 64, {}, project) == before
     model = project / "models" / "marts" / "sp_outcome_summary.sql"
     model.write_text(model.read_text().replace("365.25", "365.2425"))
-    assert dbt_build.folder_digest(project) != before
+    assert scope.fingerprint("0" * 64, {}, project) != before
+    suites = shutil.copytree(dbt_build.EXPECTATIONS_DIR, tmp_path / "expectations")
+    unedited = dbt_build.suites_digest(suites)
+    (suites / "README.md").write_text("notes are not suites")
+    assert dbt_build.suites_digest(suites) == unedited
+    suite = sorted(suites.glob("*.json"))[0]
+    suite.write_text(suite.read_text() + "\n")
+    assert dbt_build.suites_digest(suites) != unedited
 
 
 def test_a_pull_with_the_same_outcome_is_not_recorded_again(site):

@@ -23,6 +23,9 @@ from sprx_pipeline.faults import KILL_AT_VARIABLE
 SPRX = str(Path(sys.executable).with_name("sprx"))
 Contents = dict[str, list[str]]
 SUCCESSFUL_BUILDS_ONLY = (("audit", "builds"), ("audit", "quality_checks"))
+# How each build went about its work (full or incremental, which practices), not what it
+# made: after a kill the next build may rightly take another way to the same marts.
+BUILD_HISTORY = (("audit", "build_scopes"), ("audit", "build_practices"))
 
 
 def contents(path: Path, ignore_clock: bool = False, schemas: tuple[str, ...] = ()) -> Contents:
@@ -31,16 +34,17 @@ def contents(path: Path, ignore_clock: bool = False, schemas: tuple[str, ...] = 
     `ignore_clock` compares what a run produced rather than when: it leaves out columns of
     clock times and of random build ids, and reduces audit.builds to the distinct inputs of
     the builds that succeeded, and audit.quality_checks to the distinct checks of those
-    builds. (A killed run leaves history there by design: its build is `abandoned`, with
-    the checks it got through, or a build of the same inputs was repeated: see the README's
-    Guarantees.)
+    builds, and leaves out the build scopes (BUILD_HISTORY). (A killed run leaves history
+    there by design: its build is `abandoned`, with the checks it got through, or a build of
+    the same inputs was repeated: see the README's Guarantees.)
     """
     found: Contents = {}
     with duckdb.connect(str(path), read_only=True) as con:
         tables = con.execute("select schema_name, table_name from duckdb_tables() "
                              "order by all").fetchall()
         for schema, table in tables:
-            if schemas and schema not in schemas:
+            if (schemas and schema not in schemas) or (
+                    ignore_clock and (schema, table) in BUILD_HISTORY):
                 continue
             columns = con.execute("select column_name, data_type from duckdb_columns() where "
                                   "schema_name = ? and table_name = ? order by column_index",

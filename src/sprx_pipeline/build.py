@@ -3,7 +3,9 @@
 dbt runs in a child process against the work file, never the published one, and dies with
 its parent: a killed `sprx run` leaves no dbt behind holding the work file. Every build
 leaves a row in `audit.builds` naming the codelist version it used and the fingerprint of
-all its inputs, so a run with nothing new can see that the published build is current.
+all its inputs (so a run with nothing new can see that the published build is current),
+and one in `audit.build_scopes` saying whether it rebuilt everything or only the practices
+whose deliveries changed (see `scope`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from . import __version__
+from . import __version__, scope
 from .codelists import Codelist, record_codelist
 from .config import DBT_PROJECT_DIR, PROJECT_ROOT, WarehousePaths
 from .contract import sha256_file
@@ -34,8 +37,6 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # The Great Expectations suites the quality gate checks a build with (suites.EXPECTATIONS_DIR,
 # not imported from there: importing `suites` loads Great Expectations).
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
-# Folders that hold a tool's own output, not inputs of a build.
-OUTPUT_FOLDERS = {"target", "logs", "dbt_packages", "__pycache__", "uncommitted"}
 
 
 class BuildError(RuntimeError):
@@ -47,6 +48,8 @@ class BuildReport:
     build_id: str
     passed: int
     failed: list[str]
+    scope: scope.BuildScope | None = None
+    dbt_seconds: float = 0.0  # wall time of the dbt child process
 
 
 def dbt_args(command: str, paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
@@ -109,16 +112,11 @@ def build_vars(codelist: Codelist, dbt_vars: dict[str, Any] | None = None) -> di
     return {"sp_codelist": codelist.name, **(dbt_vars or {})}
 
 
-def folder_digest(project: Path) -> str:
-    """SHA-256 over a project's files by path (the dbt project's models, macros, tests and
-    settings; the expectation suites), leaving out the tools' output folders."""
+def suites_digest(folder: Path = EXPECTATIONS_DIR) -> str:
+    """SHA-256 over the expectation suites (`*.json`) the quality gate checks a build with."""
     digest = hashlib.sha256()
-    for folder, subfolders, files in os.walk(project):
-        subfolders[:] = sorted(d for d in subfolders
-                               if d not in OUTPUT_FOLDERS and not d.startswith("."))
-        for name in sorted(f for f in files if not f.startswith(".")):
-            path = Path(folder, name)
-            digest.update(f"{path.relative_to(project)}\0{sha256_file(path)}\n".encode())
+    for path in sorted(folder.glob("*.json")):
+        digest.update(f"{path.name}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -126,9 +124,9 @@ def input_fingerprint(con: duckdb.DuckDBPyConnection, codelist: Codelist,
                       merged_vars: dict[str, Any]) -> str:
     """SHA-256 of everything a build and its publication read, so equal fingerprints mean
     equal published content: the deliveries as recorded (applied and refused, by manifest
-    hash), the codelist pulls, the active codelist, the dbt vars, the files of the dbt
-    project and of the expectation suites, and this package's version. Clock times and
-    build ids are left out on purpose."""
+    hash), the codelist pulls, the active codelist, the build's scope fingerprint (dbt
+    project, codelist, dbt vars, engine versions), the expectation suites and this
+    package's version. Clock times and build ids are left out on purpose."""
     parts = {
         "package": __version__,
         "deliveries": con.execute("select delivery_id, manifest_sha256, status, reason "
@@ -137,9 +135,8 @@ def input_fingerprint(con: duckdb.DuckDBPyConnection, codelist: Codelist,
             "select codelist, version, sha256, source, status, reason from audit.codelist_pulls "
             "order by pulled_at, codelist").fetchall(),
         "codelist": [codelist.name, codelist.version, codelist.sha256],
-        "dbt_vars": merged_vars,
-        "dbt_project": folder_digest(DBT_PROJECT_DIR),
-        "expectations": folder_digest(EXPECTATIONS_DIR),
+        "build": scope.fingerprint(codelist.sha256, merged_vars),
+        "expectations": suites_digest(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -157,13 +154,16 @@ def settle_builds(con: duckdb.DuckDBPyConnection, published_build_id: str | None
                 "where status = 'running'")
 
 
-def start_build(paths: WarehousePaths, codelist: Codelist,
-                dbt_vars: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-    """Make `codelist` active and open a row in audit.builds; return its id and the vars."""
+def open_build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
+               full_rebuild: bool = False) -> tuple[str, dict[str, Any], scope.BuildScope]:
+    """Make `codelist` active, open a row in audit.builds and record the build's scope;
+    return its id, the vars to run dbt with, and the scope."""
     build_id = uuid.uuid4().hex[:12]
     merged_vars = build_vars(codelist, dbt_vars)
+    build_fingerprint = scope.fingerprint(codelist.sha256, merged_vars)
     with connect(paths.work) as con:
         record_codelist(con, codelist)
+        planned = scope.plan(con, build_fingerprint, full_rebuild)
         con.execute(
             "insert into audit.builds (build_id, started_at, finished_at, status, codelist, "
             "codelist_version, codelist_sha256, dbt_vars, input_fingerprint) values "
@@ -171,7 +171,15 @@ def start_build(paths: WarehousePaths, codelist: Codelist,
             [build_id, codelist.name, codelist.version, codelist.sha256,
              json.dumps(merged_vars, sort_keys=True),
              input_fingerprint(con, codelist, merged_vars)])
+        scope.record(con, build_id, planned)
     crash_point("build.started")
+    return build_id, merged_vars, planned
+
+
+def start_build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
+                full_rebuild: bool = False) -> tuple[str, dict[str, Any]]:
+    """Make `codelist` active and open a build with its scope; return its id and the vars."""
+    build_id, merged_vars, _ = open_build(paths, codelist, dbt_vars, full_rebuild)
     return build_id, merged_vars
 
 
@@ -186,21 +194,24 @@ def finish_build(paths: WarehousePaths, build_id: str, status: str) -> None:
 
 
 def run_build(paths: WarehousePaths, build_id: str, merged_vars: dict[str, Any],
-              select: list[str] | None = None) -> BuildReport:
+              select: list[str] | None = None,
+              planned: scope.BuildScope | None = None) -> BuildReport:
     """`dbt build` an opened build; on any failure mark it failed and raise BuildError."""
     extra = ["--select", *select] if select else []
+    started = time.perf_counter()
     passed, failed = failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
     if failed:
         finish_build(paths, build_id, "failed")
         raise BuildError("dbt build failed:\n  " + "\n  ".join(failed)
                          + f"\n(full log: {paths.dbt_dir / 'logs' / 'dbt.log'})")
-    return BuildReport(build_id, passed, failed)
+    return BuildReport(build_id, passed, failed, planned, time.perf_counter() - started)
 
 
 def build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
-          select: list[str] | None = None) -> BuildReport:
-    """Make `codelist` active, then `dbt build` the project; raise BuildError on any failure."""
-    build_id, merged_vars = start_build(paths, codelist, dbt_vars)
-    report = run_build(paths, build_id, merged_vars, select)
+          select: list[str] | None = None, full_rebuild: bool = False) -> BuildReport:
+    """Make `codelist` active, then `dbt build` the project (only the practices whose
+    deliveries changed, unless a full rebuild is due); raise BuildError on any failure."""
+    build_id, merged_vars, planned = open_build(paths, codelist, dbt_vars, full_rebuild)
+    report = run_build(paths, build_id, merged_vars, select, planned)
     finish_build(paths, build_id, "success")
     return report

@@ -98,10 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Verify the codelist, check the loaded tables "
                               "(Great Expectations), dbt build every model and test into the "
                               "work warehouse, and check the marts: a build that passes is "
-                              "ready for `sprx publish`.")
+                              "ready for `sprx publish`. dbt rebuilds only the practices with "
+                              "deliveries applied since the last successful build, unless the "
+                              "dbt project, codelist or vars changed.")
     _warehouse_arg(bld)
     _codelist_arg(bld)
     _vars_arg(bld)
+    bld.add_argument("--full-refresh", action="store_true",
+                     help="rebuild every practice, not only those with deliveries applied "
+                          "since the last successful build")
 
     cod = commands.add_parser("codelists", help="pull and verify the codelists",
                               description="Fetch every pinned codelist from the source, check "
@@ -278,11 +283,12 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "build":
         pipeline.pull_codelists(paths, args.codelists, args.pins, args.wait)
-        checked = pipeline.build_warehouse(paths, args.vars, args.wait, _say)
+        checked = pipeline.build_warehouse(paths, args.vars, args.wait, _say, args.full_refresh)
         for gate in (checked.loaded_gate, checked.gate):
             _print_gate(gate)
         _say(f"built {checked.build.passed} dbt nodes into {paths.work} "
-             f"(build {checked.build.build_id}); ready to publish")
+             f"(build {checked.build.build_id}; {checked.build.scope.describe()}; dbt "
+             f"{checked.build.dbt_seconds:.1f} s); ready to publish")
         return 0
     if args.command == "publish":
         _say(f"published {pipeline.publish_warehouse(paths, None, args.wait)}")

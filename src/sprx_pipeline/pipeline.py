@@ -165,21 +165,25 @@ class CheckedBuild:
 
 
 def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
-                    wait_seconds: float = 0.0, progress: Progress = _quiet) -> CheckedBuild:
+                    wait_seconds: float = 0.0, progress: Progress = _quiet,
+                    full_rebuild: bool = False) -> CheckedBuild:
     """Check the loaded tables, `dbt build` with the active codelist, check the marts.
 
-    Any failure marks the build failed (and a failed build is never published).
+    dbt rebuilds only the practices with deliveries applied since the last successful build,
+    unless a full rebuild is due or asked for (see `scope`). Any failure marks the build
+    failed (and a failed build is never published).
     """
     with writer_lock(paths, wait_seconds):
         recover_interrupted(paths)
         codelist = active_codelist(paths)
-        build_id, build_vars = dbt_build.start_build(paths, codelist, dbt_vars)
+        build_id, build_vars, planned = dbt_build.open_build(paths, codelist, dbt_vars,
+                                                             full_rebuild)
         try:
             progress("checking the loaded tables (quality gate, Great Expectations)")
             loaded = quality.gate(paths, "loaded", build_id)
             progress(f"building the warehouse with dbt (codelist {codelist.name} "
-                     f"{codelist.version})")
-            built = dbt_build.run_build(paths, build_id, build_vars)
+                     f"{codelist.version}; {planned.describe()})")
+            built = dbt_build.run_build(paths, build_id, build_vars, planned=planned)
             progress("checking the marts before publishing (quality gate)")
             gate = quality.gate(paths, "marts", build_id)
         except BaseException:

@@ -45,6 +45,11 @@ AUDIT_DDL = (
         codelist_sha256 varchar, dbt_vars varchar, input_fingerprint varchar)""",
     # Warehouses made before builds recorded their inputs gain the column.
     "alter table audit.builds add column if not exists input_fingerprint varchar",
+    """create table if not exists audit.build_scopes (
+        build_id varchar not null, started_at timestamp not null, full_rebuild boolean not null,
+        reason varchar not null, fingerprint varchar not null, practices integer not null)""",
+    """create table if not exists audit.build_practices (
+        build_id varchar not null, practice_id varchar not null)""",
     """create table if not exists audit.codelist_pulls (
         pulled_at timestamp not null, codelist varchar, version varchar, sha256 varchar,
         source varchar not null, status varchar not null, reason varchar)""",

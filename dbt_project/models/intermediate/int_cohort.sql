@@ -2,11 +2,11 @@
 -- matched controls (cohort 'control'), each with the case's index date.
 
 with index_dates as (
-    select * from {{ ref('int_index_dates') }}
+    select * from {{ ref('int_index_dates') }} where {{ in_build_scope() }}
 ),
 
 matched_controls as (
-    select * from {{ ref('int_matched_controls') }}
+    select * from {{ ref('int_matched_controls') }} where {{ in_build_scope() }}
 )
 
 select

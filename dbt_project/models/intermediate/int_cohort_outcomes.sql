@@ -6,15 +6,15 @@
 {%- set modes = ['face_to_face', 'telephone', 'video', 'home_visit', 'other'] %}
 
 with person_time as (
-    select * from {{ ref('int_cohort_person_time') }}
+    select * from {{ ref('int_cohort_person_time') }} where {{ in_build_scope() }}
 ),
 
 window_events as (
-    select * from {{ ref('int_cohort_window_events') }}
+    select * from {{ ref('int_cohort_window_events') }} where {{ in_build_scope() }}
 ),
 
 attributes as (
-    select * from {{ ref('int_patient_attributes') }}
+    select * from {{ ref('int_patient_attributes') }} where {{ in_build_scope() }}
 ),
 
 counts as (

@@ -4,11 +4,11 @@
 -- holds the index date (deregistration, death or extract date), or index + n.
 
 with cohort as (
-    select * from {{ ref('int_cohort') }}
+    select * from {{ ref('int_cohort') }} where {{ in_build_scope() }}
 ),
 
 spans as (
-    select * from {{ ref('int_registered_spans') }}
+    select * from {{ ref('int_registered_spans') }} where {{ in_build_scope() }}
 ),
 
 windows as (
@@ -26,9 +26,14 @@ pre as (
         windows.practice_id,
         windows.case_patient_id,
         windows.patient_id,
+        -- no span in the window (registered on the index day itself): 0 days. The case
+        -- matters: greatest() and least() skip NULLs on DuckDB, so without it the missing
+        -- span's NULLs would count the whole window.
         coalesce(sum(
-            {{ days_between('greatest(spans.span_start, windows.pre_start)',
-                            'least(spans.span_end, windows.pre_end)') }} + 1
+            case when spans.span_start is not null then
+                {{ days_between('greatest(spans.span_start, windows.pre_start)',
+                                'least(spans.span_end, windows.pre_end)') }} + 1
+            end
         ), 0) as pre_days
     from windows
     left join spans
@@ -42,7 +47,8 @@ pre as (
 post as (
     select
         windows.*,
-        least(spans.span_end, windows.post_end) as follow_up_end
+        case when spans.span_end is not null
+            then least(spans.span_end, windows.post_end) end as follow_up_end
     from windows
     left join spans
         on spans.practice_id = windows.practice_id

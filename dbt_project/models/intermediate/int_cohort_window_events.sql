@@ -2,15 +2,15 @@
 -- only; the index day belongs to neither window.
 
 with person_time as (
-    select * from {{ ref('int_cohort_person_time') }}
+    select * from {{ ref('int_cohort_person_time') }} where {{ in_build_scope() }}
 ),
 
 events as (
-    select * from {{ ref('int_outcome_events') }}
+    select * from {{ ref('int_outcome_events') }} where {{ in_build_scope() }}
 ),
 
 spans as (
-    select * from {{ ref('int_registered_spans') }}
+    select * from {{ ref('int_registered_spans') }} where {{ in_build_scope() }}
 ),
 
 in_windows as (

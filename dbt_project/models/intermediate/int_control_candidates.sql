@@ -4,19 +4,19 @@
 -- [index - window_days, index], and with no referral before index + window_days.
 
 with index_dates as (
-    select * from {{ ref('int_index_dates') }}
+    select * from {{ ref('int_index_dates') }} where {{ in_build_scope() }}
 ),
 
 attributes as (
-    select * from {{ ref('int_patient_attributes') }}
+    select * from {{ ref('int_patient_attributes') }} where {{ in_build_scope() }}
 ),
 
 spans as (
-    select * from {{ ref('int_registered_spans') }}
+    select * from {{ ref('int_registered_spans') }} where {{ in_build_scope() }}
 ),
 
 sp_events as (
-    select * from {{ ref('int_sp_events') }}
+    select * from {{ ref('int_sp_events') }} where {{ in_build_scope() }}
 ),
 
 cases as (
@@ -27,7 +27,9 @@ cases as (
         attributes.sex,
         coalesce(attributes.imd_quintile, -1) as imd_key,
         {{ age_band('extract(year from index_dates.index_date) - attributes.year_of_birth') }}
-            as age_band
+            as age_band,
+        {{ dbt.hash("'" ~ var('matching_seed') ~ "|' || index_dates.practice_id || '|' || index_dates.patient_id") }}
+            as case_order
     from index_dates
     inner join attributes
         on attributes.practice_id = index_dates.practice_id
@@ -46,6 +48,7 @@ pairs as (
         cases.practice_id,
         cases.patient_id as case_patient_id,
         cases.index_date,
+        cases.case_order,
         attributes.patient_id as control_patient_id
     from cases
     inner join attributes
@@ -76,8 +79,7 @@ select
     case_patient_id,
     index_date,
     control_patient_id,
-    {{ dbt.hash("'" ~ var('matching_seed') ~ "|' || practice_id || '|' || case_patient_id") }}
-        as case_order,
+    case_order,
     {{ dbt.hash("'" ~ var('matching_seed') ~ "|' || practice_id || '|' || case_patient_id || '|' || control_patient_id") }}
         as control_order
 from pairs

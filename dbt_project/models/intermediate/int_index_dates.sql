@@ -2,7 +2,7 @@
 -- study_start and on or before study_end.
 
 with sp_events as (
-    select * from {{ ref('int_sp_events') }}
+    select * from {{ ref('int_sp_events') }} where {{ in_build_scope() }}
 )
 
 select

@@ -3,7 +3,16 @@
 Cases are taken in the seeded `case_order`; each takes its eligible candidates in seeded
 `control_order`, skipping anyone already drawn for an earlier case. A greedy draw is
 inherently sequential, which is why this one step is Python rather than SQL.
+
+Draws never cross practices (controls come from the case's practice), so the draw of one
+practice does not depend on any other: an incremental build draws only for the practices in
+the build scope, and a distributed engine could draw for each practice in parallel. The
+engine sorts the candidates; Python only walks them once, as plain tuples.
 """
+
+ORDER = "case_order, practice_id, case_patient_id, control_order, control_patient_id"
+COLUMNS = ["practice_id", "case_patient_id", "index_date", "control_patient_id",
+           "control_number"]
 
 
 def draw_controls(candidates, controls_per_case):
@@ -22,21 +31,17 @@ def draw_controls(candidates, controls_per_case):
 def model(dbt, session):
     import pandas as pd
 
-    dbt.config(materialized="table")
+    # dbt gives Python models `table` whatever dbt_project.yml says; the strategy and schema
+    # check still come from there (per_practice).
+    dbt.config(materialized="incremental")
     controls_per_case = int(dbt.config.get("controls_per_case"))
-    candidates = dbt.ref("int_control_candidates").df().sort_values(
-        ["case_order", "practice_id", "case_patient_id", "control_order", "control_patient_id"]
-    )
-    rows = draw_controls(
-        zip(candidates["practice_id"], candidates["case_patient_id"],
-            candidates["index_date"], candidates["control_patient_id"]),
-        controls_per_case,
-    )
-    columns = ["practice_id", "case_patient_id", "index_date", "control_patient_id",
-               "control_number"]
-    matched = pd.DataFrame(rows, columns=columns)
-    if matched.empty:
-        matched = matched.astype({"practice_id": "str", "case_patient_id": "str",
-                                  "index_date": "datetime64[s]", "control_patient_id": "str",
-                                  "control_number": "int64"})
-    return matched
+    candidates = dbt.ref("int_control_candidates")
+    build_scope = dbt.ref("stg_audit__build_scope")
+    if dbt.is_incremental:
+        candidates = candidates.join(build_scope, "practice_id")
+    ordered = candidates.order(ORDER).project(
+        "practice_id, case_patient_id, index_date, control_patient_id")
+    matched = pd.DataFrame(draw_controls(ordered.fetchall(), controls_per_case), columns=COLUMNS)
+    return matched.astype({"practice_id": "str", "case_patient_id": "str",
+                           "index_date": "datetime64[s]", "control_patient_id": "str",
+                           "control_number": "int64"})

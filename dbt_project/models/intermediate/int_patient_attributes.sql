@@ -1,11 +1,11 @@
 -- Patients with the attributes that outcomes and uptake are broken down by.
 
 with patients as (
-    select * from {{ ref('stg_gp_extract__patients') }}
+    select * from {{ ref('stg_gp_extract__patients') }} where {{ in_build_scope() }}
 ),
 
 practices as (
-    select * from {{ ref('int_practice_extracts') }}
+    select * from {{ ref('int_practice_extracts') }} where {{ in_build_scope() }}
 )
 
 select

@@ -4,15 +4,15 @@
 -- so that no day is counted twice.
 
 with registrations as (
-    select * from {{ ref('stg_gp_extract__registrations') }}
+    select * from {{ ref('stg_gp_extract__registrations') }} where {{ in_build_scope() }}
 ),
 
 patients as (
-    select * from {{ ref('stg_gp_extract__patients') }}
+    select * from {{ ref('stg_gp_extract__patients') }} where {{ in_build_scope() }}
 ),
 
 practices as (
-    select * from {{ ref('int_practice_extracts') }}
+    select * from {{ ref('int_practice_extracts') }} where {{ in_build_scope() }}
 ),
 
 clipped as (

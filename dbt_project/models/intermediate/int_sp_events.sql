@@ -2,7 +2,7 @@
 -- the patient was registered at the practice on the event date.
 
 with clinical_events as (
-    select * from {{ ref('stg_gp_extract__clinical_events') }}
+    select * from {{ ref('stg_gp_extract__clinical_events') }} where {{ in_build_scope() }}
 ),
 
 sp_codes as (
@@ -10,7 +10,7 @@ sp_codes as (
 ),
 
 spans as (
-    select * from {{ ref('int_registered_spans') }}
+    select * from {{ ref('int_registered_spans') }} where {{ in_build_scope() }}
 ),
 
 coded as (

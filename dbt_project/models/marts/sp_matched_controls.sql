@@ -1,5 +1,5 @@
 with cohort_outcomes as (
-    select * from {{ ref('int_cohort_outcomes') }}
+    select * from {{ ref('int_cohort_outcomes') }} where {{ in_build_scope() }}
 )
 
 select

@@ -77,7 +77,7 @@ select
     subgroup,
     cohort,
     measure,
-    window_name as "window",
+    window_name as {{ adapter.quote('window') }},
     cast(patients as {{ dbt.type_bigint() }}) as patients,
     cast(matched_sets as {{ dbt.type_bigint() }}) as matched_sets,
     cast(events as {{ dbt.type_bigint() }}) as events,

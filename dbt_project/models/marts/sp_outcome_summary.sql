@@ -37,7 +37,7 @@ summed as (
 select
     cohort,
     measure,
-    window_name as "window",
+    window_name as {{ adapter.quote('window') }},
     patients,
     events,
     person_days,

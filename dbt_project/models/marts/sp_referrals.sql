@@ -1,5 +1,5 @@
 with sp_events as (
-    select * from {{ ref('int_sp_events') }}
+    select * from {{ ref('int_sp_events') }} where {{ in_build_scope() }}
 )
 
 select

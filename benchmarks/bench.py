@@ -1,0 +1,491 @@
+"""`make bench`: the pipeline at network scale, measured stage by stage and against peers.
+
+For each size (default 100,000 and 1,000,000 patients in 100 practices) it:
+1. generates the synthetic extract (`sprx generate`), cached under benchmarks/cache/ by seed,
+   size and practices; a cached extract reports the time and memory measured when it was made;
+2. runs each stage as its own `sprx` subprocess on a fresh warehouse: ingest; `sprx build`
+   (the quality gate on the loaded tables, the full dbt build, the gate on the marts; the dbt
+   build's own time is read from its output); `sprx check` (the quality gate again, alone);
+   publish. Wall time from the parent, peak memory from the child's rusage (`os.wait4`,
+   which covers its dbt grandchild);
+3. side by side, on the same warehouse: the DuckDB scan floor (every column of every input row
+   read once), the plain-pandas `sp_patient_outcomes` (benchmarks/pandas_outcomes.py, checked
+   equal to the published table), and `dbt run` of sp_patient_outcomes and its parents;
+4. an incremental build: one practice sends a new delivery (a later extract with new
+   consultations and referrals), `sprx build` rebuilds only it; its marts are compared with a
+   full rebuild of the same data (`sprx build --full-refresh`), whose time is the denominator;
+5. where the time goes: the slowest dbt nodes of the full build, and DuckDB's profile of the
+   slowest SQL model.
+
+It writes benchmarks/results.json and the table between the bench markers of README.md, and
+prints the table. With --repeats N every measured stage runs N times (a fresh warehouse each
+time) and medians are quoted; ratios are taken between medians of the same run.
+
+    .venv/bin/python benchmarks/bench.py                       # what `make bench` runs
+    .venv/bin/python benchmarks/bench.py --sizes 100000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "src"))
+
+import pandas_outcomes  # noqa: E402
+
+from sprx_pipeline.config import WarehousePaths  # noqa: E402
+from sprx_pipeline.contract import CONTRACT_VERSION, TABLES, file_entry, write_manifest  # noqa: E402
+
+BIN = Path(sys.executable).parent
+CACHE = HERE / "cache"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+MARTS = ("sp_referrals", "sp_patient_outcomes", "sp_matched_controls", "sp_outcome_summary",
+         "sp_uptake_monthly", "dq_practice_feedback")
+UPDATE_EXTRACTED_AT = date(2020, 2, 7)  # a week after the generated extracts
+SP_REFERRAL = "871731000000106"
+TARGETS = {"end_to_end_seconds": 600, "peak_memory_gib": 8, "build_over_scan_floor": 4,
+           "pandas_over_build": 10, "incremental_over_full": 0.1}
+
+
+# --- measuring a child process ----------------------------------------------------------------
+
+@dataclass
+class Measured:
+    seconds: float
+    peak_gib: float
+    cpu_seconds: float = 0.0  # user + system, of the child and its children: steadier than
+    output: str = ""          # wall time on a machine shared with other work
+
+
+def measure(command: list[str], env: dict[str, str] | None = None) -> Measured:
+    """Run a command to completion; its wall time and the peak RSS of it and its children."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             env={**os.environ, **(env or {})}, text=True)
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.stdout.close()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}:\n{output[-3000:]}")
+    # ru_maxrss is in KiB
+    return Measured(seconds, usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime, output)
+
+
+def sprx(*args: str) -> list[str]:
+    return [str(BIN / "sprx"), *args]
+
+
+def dbt_seconds(build_output: str) -> float:
+    """The dbt child's own wall time, from `sprx build`'s last line (`...; dbt 12.3 s)`):
+    `sprx build` also runs the quality gate before and after dbt."""
+    match = re.search(r"; dbt ([0-9.]+) s\)", build_output)
+    return float(match.group(1)) if match else float("nan")
+
+
+@dataclass
+class Stage:
+    """One stage's runs: median wall time and the largest peak memory."""
+
+    runs: list[Measured] = field(default_factory=list)
+    cached: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def peak_gib(self) -> float:
+        return max(r.peak_gib for r in self.runs)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return statistics.median(r.cpu_seconds for r in self.runs)
+
+    def summary(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 2), "peak_gib": round(self.peak_gib, 2),
+                "cpu_seconds": round(self.cpu_seconds, 2),
+                "runs": [round(r.seconds, 2) for r in self.runs], "cached": self.cached}
+
+
+# --- the extract -------------------------------------------------------------------------------
+
+def extract(patients: int, practices: int, seed: int) -> tuple[Path, Stage, dict[str, int]]:
+    """The generated landing folder, made once per seed and size; how long making it took."""
+    folder = CACHE / f"seed{seed}-patients{patients}-practices{practices}"
+    marker = folder / "generated.json"
+    if marker.is_file():
+        made = json.loads(marker.read_text())
+        stage = Stage([Measured(made["seconds"], made["peak_gib"], made.get("cpu_seconds", 0.0))],
+                      cached=True)
+        return folder / "landing", stage, made["rows"]
+    shutil.rmtree(folder, ignore_errors=True)
+    run = measure(sprx("generate", "--out", str(folder / "landing"), "--patients", str(patients),
+                       "--practices", str(practices), "--seed", str(seed)))
+    rows = {line.split()[0]: int(line.split()[1].replace(",", ""))
+            for line in run.output.splitlines() if line.strip().endswith(" rows")}
+    marker.write_text(json.dumps({"seconds": run.seconds, "peak_gib": run.peak_gib,
+                                  "cpu_seconds": run.cpu_seconds,
+                                  "rows": rows, "measured_at": _now()}, indent=2))
+    return folder / "landing", Stage([run]), rows
+
+
+def write_update(paths: WarehousePaths, practice: str, out: Path) -> Path:
+    """A new full delivery for one practice, a week after its last: everything it held, plus a
+    consultation for every tenth patient and a referral for every fiftieth, dated between the
+    old and the new extract dates (so index dates and uptake move, as in a real re-extract)."""
+    delivery_id = f"{UPDATE_EXTRACTED_AT.isoformat()}_update_{practice}"
+    folder = out / delivery_id
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    extra = {
+        "consultations": "union all by name select practice_id || '-CU' || patient_id as "
+                         "consultation_id, practice_id, patient_id, date '2020-02-03' as "
+                         "consultation_date, 'telephone' as mode, 'gp' as staff_role "
+                         "from picked where n % 10 = 0",
+        "clinical_events": "union all by name select practice_id || '-EU' || patient_id as "
+                           "event_id, practice_id, patient_id, date '2020-01-20' as event_date, "
+                           f"'{SP_REFERRAL}' as snomed_code from picked where n % 50 = 0",
+    }
+    files = {}
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        con.execute("create temp table picked as select practice_id, patient_id, row_number() "
+                    "over (order by patient_id) as n from raw.patients where practice_id = ?",
+                    [practice])
+        for table, spec in TABLES.items():
+            columns = ", ".join(spec.column_names)
+            path = folder / f"{table}.parquet"
+            query = (f"select {columns} from raw.{table} where practice_id = '{practice}' "
+                     + extra.get(table, ""))
+            con.execute(f"copy ({query}) to '{path}' (format parquet)")
+            (count,) = con.execute(f"select count(*) from read_parquet('{path}')").fetchone()
+            files[table] = file_entry(path, count)
+        (system,) = con.execute(
+            "select d.source_system from audit.deliveries d join audit.delivery_practices p "
+            "using (delivery_id) where p.practice_id = ? and d.status = 'applied' "
+            "order by d.extracted_at desc limit 1", [practice]).fetchone()
+    write_manifest(folder, {"contract_version": CONTRACT_VERSION, "delivery_id": delivery_id,
+                            "extracted_at": UPDATE_EXTRACTED_AT.isoformat(), "kind": "full",
+                            "source_system": system, "practices": [practice], "files": files})
+    return out
+
+
+# --- side-by-side measurements --------------------------------------------------------------------
+
+def scan_floor(work: Path, repeats: int) -> tuple[float, int]:
+    """Median seconds for DuckDB to read every column of every input (raw) row once."""
+    with duckdb.connect(str(work), read_only=True) as con:
+        tables = [f"raw.{name}" for name in TABLES]
+        rows = sum(con.execute(f"select count(*) from {t}").fetchone()[0] for t in tables)
+        times = []
+        for _ in range(repeats + 1):  # the first run warms the cache, as the build's does
+            started = time.perf_counter()
+            for table in tables:
+                con.execute(f"select max(columns(*)) from {table}").fetchall()
+            times.append(time.perf_counter() - started)
+    return statistics.median(times[1:]), rows
+
+
+def pandas_run(paths: WarehousePaths, out: Path) -> tuple[Measured, dict[str, Any], list[str]]:
+    """The pandas reference in its own process; its timings and how it differs from the mart."""
+    run = measure([sys.executable, str(HERE / "pandas_outcomes.py"), str(paths.work), str(out)])
+    timings = json.loads(run.output.strip().splitlines()[-1])
+    with duckdb.connect(str(paths.published), read_only=True) as con:
+        published = con.sql("select * from marts.sp_patient_outcomes").df()
+    import pandas as pd
+
+    return run, timings, pandas_outcomes.differences(published, pd.read_parquet(out))
+
+
+def dbt_outcomes_only(paths: WarehousePaths) -> Measured:
+    """`dbt run` of sp_patient_outcomes and every model it depends on, rebuilt whole."""
+    from sprx_pipeline.build import dbt_args
+
+    args = dbt_args("run", paths, {"sp_codelist": "social-prescribing"},
+                    ["--select", "+sp_patient_outcomes", "--full-refresh"])
+    return measure([str(BIN / "dbt"), *args], {"SPRX_DUCKDB_PATH": str(paths.work),
+                                                "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
+
+
+def snapshot_marts(paths: WarehousePaths, copy: Path) -> None:
+    """Copy the work file's marts aside, to compare with another build of the same data."""
+    copy.unlink(missing_ok=True)
+    with duckdb.connect(str(copy)) as con:
+        con.execute("attach ? as work (read_only)", [str(paths.work)])
+        for mart in MARTS:
+            con.execute(f"create table {mart} as select * from work.marts.{mart}")
+
+
+def marts_differ(paths: WarehousePaths, copy: Path) -> dict[str, int]:
+    """Rows in one version of each mart and not the other (zero everywhere when identical)."""
+    with duckdb.connect(str(copy), read_only=True) as con:
+        con.execute("attach ? as work (read_only)", [str(paths.work)])
+        return {mart: con.execute(
+            f"select (select count(*) from (from {mart} except all from work.marts.{mart})) + "
+            f"(select count(*) from (from work.marts.{mart} except all from {mart}))").fetchone()[0]
+            for mart in MARTS}
+
+
+def slowest_nodes(run_results: Path, top: int = 8) -> list[dict[str, Any]]:
+    """The dbt nodes (models and tests) that took longest, from a run_results.json."""
+    results = json.loads(run_results.read_text())["results"]
+    ranked = sorted(results, key=lambda r: r["execution_time"], reverse=True)[:top]
+    return [{"node": r["unique_id"].split(".", 2)[-1].split(".")[0],
+             "kind": r["unique_id"].split(".")[0], "seconds": round(r["execution_time"], 2)}
+            for r in ranked]
+
+
+def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[str, Any]]:
+    """DuckDB's own profile of one SQL model's query: the operators that take the time."""
+    compiled = next((paths.dbt_dir / "target" / "compiled").rglob(f"{model}.sql"), None)
+    if compiled is None:
+        return []
+    with duckdb.connect() as con:
+        # dbt names the work file's catalog "sprx" in the SQL it compiles
+        con.execute("attach ? as sprx (read_only)", [str(paths.work)])
+        con.execute("use sprx")
+        con.execute("pragma enable_profiling = 'json'")
+        profile_file = paths.dbt_dir / f"profile_{model}.json"
+        con.execute(f"pragma profiling_output = '{profile_file}'")
+        con.execute(compiled.read_text()).fetchall()
+        con.execute("pragma disable_profiling")
+    operators: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if "type" in node:  # DuckDB 2's JSON profile: operator type, timing, rows out
+            name = node["type"] + "".join(f" {node['extra_info'][k]}" for k in ("Table", "Join Type")
+                                          if k in node.get("extra_info", {}))
+            operators.append({"operator": name, "seconds": round(node.get("timing", 0.0), 2),
+                              "rows": node.get("intermediate_rows", 0)})
+        for child in node.get("children", []):
+            walk(child)
+
+    for root in json.loads(profile_file.read_text()).get("operator", []):
+        walk(root)
+    return sorted(operators, key=lambda o: o["seconds"], reverse=True)[:top]
+
+
+# --- one size --------------------------------------------------------------------------------
+
+def bench_size(patients: int, practices: int, seed: int, repeats: int) -> dict[str, Any]:
+    landing, generate, rows = extract(patients, practices, seed)
+    run_dir = CACHE / f"run-patients{patients}"
+    stages = {name: Stage() for name in ("ingest", "build", "quality_gate", "publish")}
+    for _ in range(repeats):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        paths = WarehousePaths.at(run_dir / "warehouse" / "sprx.duckdb")
+        warehouse = ["--warehouse", str(paths.published)]
+        stages["ingest"].runs.append(measure(sprx("ingest", str(landing), *warehouse)))
+        stages["build"].runs.append(measure(sprx("build", *warehouse)))
+        shutil.copy(paths.dbt_dir / "target" / "run_results.json", run_dir / "full_build.json")
+        stages["quality_gate"].runs.append(measure(quality_gate_command(paths)))
+        stages["publish"].runs.append(measure(sprx("publish", *warehouse)))
+    nodes = slowest_nodes(run_dir / "full_build.json")
+    slowest_sql = next((n["node"] for n in nodes if n["kind"] == "model"
+                        and n["node"] != "int_matched_controls"), None)
+    profile = profile_model(paths, slowest_sql) if slowest_sql else []
+    dbt_full = statistics.median(dbt_seconds(r.output) for r in stages["build"].runs)
+    floor, input_rows = scan_floor(paths.work, repeats)
+    pandas = Stage()
+    for _ in range(repeats):
+        run, pandas_timings, pandas_diff = pandas_run(paths, run_dir / "pandas_outcomes.parquet")
+        pandas.runs.append(run)
+    outcomes_models = Stage([dbt_outcomes_only(paths) for _ in range(repeats)])
+    incremental, full_again = Stage(), Stage()
+    update = write_update(paths, first_practice(paths), run_dir / "update")
+    measure(sprx("ingest", str(update), *warehouse))
+    for _ in range(repeats):
+        incremental.runs.append(measure(sprx("build", *warehouse)))
+        snapshot_marts(paths, run_dir / "incremental_marts.duckdb")
+        full_again.runs.append(measure(sprx("build", "--full-refresh", *warehouse)))
+        differ = marts_differ(paths, run_dir / "incremental_marts.duckdb")
+        # put the warehouse back to "one practice changed since the last build"
+        measure([sys.executable, "-c", REOPEN_PRACTICE, str(paths.work), first_practice(paths)])
+    dbt_incremental = statistics.median(dbt_seconds(r.output) for r in incremental.runs)
+    dbt_full_again = statistics.median(dbt_seconds(r.output) for r in full_again.runs)
+    stage_seconds = [generate.seconds] + [s.seconds for s in stages.values()]
+    return {
+        "patients": patients, "practices": practices, "seed": seed, "repeats": repeats,
+        "input_rows": input_rows, "rows_by_table": rows,
+        "stages": {"generate": generate.summary(),
+                   **{name: stage.summary() for name, stage in stages.items()}},
+        "end_to_end_seconds": round(sum(stage_seconds), 1),
+        "peak_gib": round(max([generate.peak_gib] + [s.peak_gib for s in stages.values()]), 2),
+        "scan_floor_seconds": round(floor, 2),
+        "dbt_seconds": round(dbt_full, 2),
+        "build_over_scan_floor": round(dbt_full / floor, 1),
+        "pandas": {**pandas.summary(), **{k: round(v, 2) for k, v in pandas_timings.items()
+                                          if k.endswith("seconds")},
+                   "rows": pandas_timings["rows"], "equal_to_warehouse": not pandas_diff,
+                   "differences": pandas_diff},
+        "dbt_run_outcome_models": outcomes_models.summary(),
+        "pandas_over_build": round(pandas.seconds / dbt_full, 2),
+        "pandas_over_outcome_models": round(pandas.seconds / outcomes_models.seconds, 2),
+        "incremental": {"practice_rebuilt": first_practice(paths), "build": incremental.summary(),
+                        "full_rebuild_same_data": full_again.summary(),
+                        "ratio": round(incremental.seconds / full_again.seconds, 3),
+                        "dbt_seconds": round(dbt_incremental, 2),
+                        "full_dbt_seconds": round(dbt_full_again, 2),
+                        "dbt_ratio": round(dbt_incremental / dbt_full_again, 3),
+                        "cpu_ratio": round(incremental.cpu_seconds / full_again.cpu_seconds, 3),
+                        "marts_identical": not any(differ.values()), "rows_differing": differ},
+        "slowest_nodes": nodes,
+        "slowest_sql_model": {"model": slowest_sql, "profile": profile},
+    }
+
+
+# Mark the benchmark's builds since the update as failed, so the next `sprx build` takes the
+# build before the update as its baseline and rebuilds the updated practice again: each repeat
+# of the incremental build then starts from the same state.
+REOPEN_PRACTICE = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("update audit.builds set status = 'failed' where started_at > (select max(applied_at) "
+            "from audit.deliveries d join audit.delivery_practices p using (delivery_id) "
+            "where p.practice_id = ?)", [sys.argv[2]])
+"""
+
+
+def first_practice(paths: WarehousePaths) -> str:
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        return con.execute("select min(practice_id) from raw.practices").fetchone()[0]
+
+
+def quality_gate_command(paths: WarehousePaths) -> list[str]:
+    """The quality gate on its own: both Great Expectations checkpoints, as `sprx check`."""
+    return sprx("check", "--warehouse", str(paths.published))
+
+
+# --- reporting -----------------------------------------------------------------------------------
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def machine() -> str:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()} {platform.machine()}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """The README table: one column per size."""
+    sizes = results["sizes"]
+    head = "| | " + " | ".join(f"{s['patients']:,} patients" for s in sizes) + " |"
+    lines = [head, "|---|" + "---|" * len(sizes)]
+
+    def row(label: str, cell) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(s) for s in sizes) + " |")
+
+    row("input rows (all tables)", lambda s: f"{s['input_rows']:,}")
+    for name, label in (("generate", "generate"), ("ingest", "ingest"),
+                        ("build", "`sprx build` (gate, full dbt build, gate)"),
+                        ("quality_gate", "quality gate (`sprx check`, again)"),
+                        ("publish", "publish")):
+        row(f"{label}: wall s / peak GiB", lambda s, n=name: (
+            f"{s['stages'][n]['seconds']:.1f} / {s['stages'][n]['peak_gib']:.2f}"
+            + (" (cached)" if s["stages"][n]["cached"] else "")))
+    row("of which the dbt build, wall s", lambda s: f"{s['dbt_seconds']:.1f}")
+    row("**end to end** (sum of stages)", lambda s: f"**{s['end_to_end_seconds']:.0f} s**")
+    row("peak memory of any stage", lambda s: f"{s['peak_gib']:.2f} GiB")
+    row("ingest rows/s", lambda s: f"{s['input_rows'] / s['stages']['ingest']['seconds']:,.0f}")
+    row("dbt build rows/s", lambda s: f"{s['input_rows'] / s['dbt_seconds']:,.0f}")
+    row("`sprx build` CPU s (user + system, all processes)", lambda s: f"{s['stages']['build']['cpu_seconds']:.1f}")
+    row("scan floor (DuckDB reads every input value once)", lambda s: f"{s['scan_floor_seconds']:.2f} s")
+    row("**dbt build ÷ scan floor**", lambda s: f"**{s['build_over_scan_floor']:.1f}×**")
+    row("pandas `sp_patient_outcomes`: load + compute s / peak GiB", lambda s: (
+        f"{s['pandas']['load_seconds']:.1f} + {s['pandas']['compute_seconds']:.1f} / "
+        f"{s['pandas']['peak_gib']:.2f}"))
+    row("pandas equals the warehouse", lambda s: "yes" if s["pandas"]["equal_to_warehouse"] else "**NO**")
+    row("`dbt run +sp_patient_outcomes` (models only) s", lambda s: f"{s['dbt_run_outcome_models']['seconds']:.1f}")
+    row("**pandas ÷ dbt build** (full build, all marts and tests)", lambda s: f"**{s['pandas_over_build']:.2f}×**")
+    row("pandas ÷ `dbt run +sp_patient_outcomes`", lambda s: f"{s['pandas_over_outcome_models']:.2f}×")
+    row("incremental `sprx build`, 1 practice changed: s (dbt s) / peak GiB", lambda s: (
+        f"{s['incremental']['build']['seconds']:.1f} ({s['incremental']['dbt_seconds']:.1f}) / "
+        f"{s['incremental']['build']['peak_gib']:.2f}"))
+    row("full rebuild of the same data: s (dbt s)", lambda s: (
+        f"{s['incremental']['full_rebuild_same_data']['seconds']:.1f} "
+        f"({s['incremental']['full_dbt_seconds']:.1f})"))
+    row("**incremental ÷ full**: `sprx build` wall; CPU; dbt alone", lambda s: (
+        f"**{s['incremental']['ratio']:.3f}**; {s['incremental']['cpu_ratio']:.3f}; "
+        f"{s['incremental']['dbt_ratio']:.3f}"))
+    row("incremental marts identical to full", lambda s: "yes" if s["incremental"]["marts_identical"] else "**NO**")
+    slow = lambda s: ", ".join(f"{n['node']} {n['seconds']:.1f}" for n in s["slowest_nodes"][:4])
+    row("slowest dbt nodes (s, summed over 4 threads)", slow)
+    caption = (f"Measured {results['measured_at'][:10]} on {results['machine']} "
+               f"(`make bench`; medians of {sizes[0]['repeats']} run(s); seed {sizes[0]['seed']}, "
+               f"{sizes[0]['practices']} practices; raw figures in `benchmarks/results.json`).")
+    return caption + "\n\n" + "\n".join(lines)
+
+
+def targets(results: dict[str, Any]) -> str:
+    """Which of the issue's targets the largest size met."""
+    s = results["sizes"][-1]
+    checks = [
+        (f"{s['patients']:,} patients end to end in under 10 minutes",
+         s["end_to_end_seconds"] < TARGETS["end_to_end_seconds"], f"{s['end_to_end_seconds']:.0f} s"),
+        ("peak memory under 8 GiB", s["peak_gib"] < TARGETS["peak_memory_gib"], f"{s['peak_gib']:.2f} GiB"),
+        ("dbt build within 4× the scan floor",
+         s["build_over_scan_floor"] <= TARGETS["build_over_scan_floor"], f"{s['build_over_scan_floor']:.1f}×"),
+        ("at least 10× faster than pandas", s["pandas_over_build"] >= TARGETS["pandas_over_build"],
+         f"{s['pandas_over_build']:.2f}× (full build), {s['pandas_over_outcome_models']:.2f}× "
+         "(outcome models only)"),
+        ("incremental build at most 1/10 of a full build",
+         s["incremental"]["ratio"] <= TARGETS["incremental_over_full"],
+         f"{s['incremental']['ratio']:.3f} for `sprx build`, {s['incremental']['dbt_ratio']:.3f} "
+         "for dbt alone"),
+    ]
+    return "\n".join(f"- {'met' if ok else '**missed**'}: {label} ({value})" for label, ok, value in checks)
+
+
+def update_readme(readme: Path, block: str) -> None:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme} has no {START} ... {END} block to update")
+    before, rest = text.split(START, 1)
+    _, after = rest.split(END, 1)
+    readme.write_text(f"{before}{START}\n{block}\n{END}{after}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--practices", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--results", type=Path, default=HERE / "results.json")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = parser.parse_args(argv)
+    CACHE.mkdir(exist_ok=True)
+    results: dict[str, Any] = {"measured_at": _now(), "machine": machine(), "sizes": []}
+    for patients in args.sizes:
+        print(f"benchmarking {patients:,} patients ...", flush=True)
+        results["sizes"].append(bench_size(patients, args.practices, args.seed, args.repeats))
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    block = table(results) + "\n\nTargets (largest size):\n\n" + targets(results)
+    update_readme(args.readme, block)
+    print(block)
+    print(f"\nwrote {args.results} and the bench block of {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

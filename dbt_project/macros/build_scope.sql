@@ -1,0 +1,37 @@
+{#- The build scope that `sprx build` (or Airflow's start_build) recorded in the warehouse:
+    whether this build rebuilds everything, and which practices it rebuilds otherwise
+    (src/sprx_pipeline/scope.py). Read from the audit tables, not from a dbt var, so that
+    Cosmos's one-model-per-task runs with fixed vars see the same scope as `sprx build`. -#}
+
+{#- True when the latest recorded build is a full rebuild, or when none is recorded
+    (dbt run by hand on a fresh file): then every incremental model is rebuilt whole. -#}
+{% macro build_scope_is_full() -%}
+    {%- if not execute -%}{{ return(true) }}{%- endif -%}
+    {%- set scopes = adapter.get_relation(database=target.database, schema='audit',
+                                          identifier='build_scopes') -%}
+    {%- if scopes is none -%}{{ return(true) }}{%- endif -%}
+    {%- set latest = run_query('select full_rebuild from ' ~ scopes ~ ' where started_at = '
+                               ~ '(select max(started_at) from ' ~ scopes ~ ')') -%}
+    {{ return(latest.rows | length == 0 or latest.rows[0][0]) }}
+{%- endmacro %}
+
+{#- A query of the practices the latest build rebuilds, given the two audit relations. -#}
+{% macro build_scope_practices(scopes, practices) -%}
+    select practices.practice_id
+    from {{ practices }} as practices
+    inner join {{ scopes }} as scopes
+        on scopes.build_id = practices.build_id
+    where scopes.started_at = (select max(started_at) from {{ scopes }})
+{%- endmacro %}
+
+{#- A filter for a per-practice model's inputs: on an incremental run, only the rows of the
+    practices in the build scope; on a full build, every row. Always renders the ref, so dbt
+    records the dependency when it parses the model. -#}
+{% macro in_build_scope(practice_column='practice_id') -%}
+    {%- set scope = ref('stg_audit__build_scope') -%}
+    {%- if is_incremental() -%}
+        {{ practice_column }} in (select practice_id from {{ scope }})
+    {%- else -%}
+        1 = 1
+    {%- endif -%}
+{%- endmacro %}

@@ -1,0 +1,107 @@
+"""Which practices a build rebuilds: the incremental build's scope, recorded in the warehouse.
+
+The unit of analysis is a patient at a practice and controls are matched within practice, so
+every heavy dbt model is a union of independent per-practice parts. A build therefore only
+needs to rebuild the practices whose data changed since the last build that succeeded: those
+named by a delivery applied after it started. Everything else is kept as it is.
+
+A build rebuilds everything when there is no earlier successful build, when it is asked to,
+or when anything its output depends on beyond the deliveries changed: the dbt project's files,
+the codelist, the dbt vars, or the versions of dbt and DuckDB. These are hashed together into a
+fingerprint kept with each build.
+
+The scope is written to `audit.build_scopes` (one row per build) and `audit.build_practices`
+(the practices each build rebuilds; every practice on a full rebuild). The dbt models read the
+latest build's scope from there, not from a dbt var, so the CLI's single `dbt build` and
+Airflow's one-task-per-model Cosmos runs with fixed vars see the same scope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .config import DBT_PROJECT_DIR
+
+# Files in the dbt project that do not change what it builds.
+_NOT_PROJECT = {"target", "logs", "dbt_packages", "__pycache__", ".user.yml", "profiles.yml"}
+_ENGINE_PACKAGES = ("dbt-core", "dbt-duckdb", "duckdb")
+_SUCCEEDED = ("success", "published")
+
+
+@dataclass(frozen=True)
+class BuildScope:
+    """What one build rebuilds, and why."""
+
+    full_rebuild: bool
+    reason: str
+    fingerprint: str
+    practices: tuple[str, ...]
+
+    def describe(self) -> str:
+        if self.full_rebuild:
+            return f"full rebuild ({self.reason})"
+        return f"incremental: {len(self.practices)} practice(s) rebuilt ({self.reason})"
+
+
+def project_files(project_dir: Path = DBT_PROJECT_DIR) -> list[Path]:
+    """The files of the dbt project that define what it builds, in a stable order."""
+    return sorted(p for p in project_dir.rglob("*") if p.is_file()
+                  and not _NOT_PROJECT.intersection(p.relative_to(project_dir).parts))
+
+
+def fingerprint(codelist_sha256: str, dbt_vars: dict[str, Any],
+                project_dir: Path = DBT_PROJECT_DIR) -> str:
+    """SHA-256 over everything a build's output depends on besides the delivered rows."""
+    digest = hashlib.sha256()
+    for path in project_files(project_dir):
+        digest.update(str(path.relative_to(project_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
+    engine = {name: metadata.version(name) for name in _ENGINE_PACKAGES}
+    digest.update(json.dumps({"codelist": codelist_sha256, "vars": dbt_vars, "engine": engine},
+                             sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def plan(con: duckdb.DuckDBPyConnection, build_fingerprint: str,
+         full_rebuild: bool = False) -> BuildScope:
+    """Decide what the next build rebuilds, from the warehouse's record of earlier builds."""
+    every_practice = tuple(r[0] for r in con.execute(
+        "select distinct p.practice_id from audit.delivery_practices p join audit.deliveries d "
+        "using (delivery_id) where d.status = 'applied' order by 1").fetchall())
+    last = con.execute(
+        "select b.build_id, b.started_at, s.fingerprint from audit.builds b "
+        "join audit.build_scopes s using (build_id) where b.status in (?, ?) "
+        "order by b.started_at desc limit 1", list(_SUCCEEDED)).fetchone()
+
+    def full(reason: str) -> BuildScope:
+        return BuildScope(True, reason, build_fingerprint, every_practice)
+
+    if full_rebuild:
+        return full("asked for")
+    if last is None:
+        return full("no earlier successful build")
+    last_id, last_started, last_fingerprint = last
+    if last_fingerprint != build_fingerprint:
+        return full(f"dbt project, codelist, dbt vars or engine changed since build {last_id}")
+    changed = tuple(r[0] for r in con.execute(
+        "select distinct p.practice_id from audit.delivery_practices p join audit.deliveries d "
+        "using (delivery_id) where d.status = 'applied' and d.applied_at > ? order by 1",
+        [last_started]).fetchall())
+    return BuildScope(False, f"deliveries applied since build {last_id}", build_fingerprint,
+                      changed)
+
+
+def record(con: duckdb.DuckDBPyConnection, build_id: str, scope: BuildScope) -> None:
+    """Write the scope where the dbt models read it (the latest row of audit.build_scopes)."""
+    con.execute("insert into audit.build_scopes values (?, now()::timestamp, ?, ?, ?, ?)",
+                [build_id, scope.full_rebuild, scope.reason, scope.fingerprint,
+                 len(scope.practices)])
+    if scope.practices:
+        con.executemany("insert into audit.build_practices values (?, ?)",
+                        [(build_id, practice) for practice in scope.practices])

@@ -1,0 +1,130 @@
+"""Incremental builds: only the practices with new deliveries are rebuilt, and the marts are
+exactly those of a full rebuild of the same data.
+
+The tiny extract (tests/tiny_extract.py) is built in full by the session fixture; a delta
+delivery for P001 then adds a consultation for EDGE and a referral for CTRL1, whose effects
+are worked out by hand below.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+
+from deliveries import write_delivery
+from sprx_pipeline import pipeline, scope
+from sprx_pipeline.config import WarehousePaths
+from sprx_pipeline.warehouse import connect
+from tiny_extract import P1, REFERRAL
+
+D = date.fromisoformat
+MARTS = ("sp_referrals", "sp_patient_outcomes", "sp_matched_controls", "sp_outcome_summary",
+         "sp_uptake_monthly", "dq_practice_feedback")
+
+
+def copy_warehouse(source: WarehousePaths, folder: Path) -> WarehousePaths:
+    """A private copy of a built warehouse (work file, codelists, dbt target), to change."""
+    shutil.copytree(source.published.parent, folder)
+    return WarehousePaths.at(folder / source.published.name)
+
+
+def marts_of(paths: WarehousePaths) -> dict[str, list[tuple]]:
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        return {mart: con.execute(f"select * from marts.{mart} order by all").fetchall()
+                for mart in MARTS}
+
+
+def test_a_delta_for_one_practice_rebuilds_that_practice_only_and_equals_a_full_build(tiny, tmp_path):
+    paths = copy_warehouse(tiny.paths, tmp_path / "warehouse")
+    before = marts_of(paths)
+    write_delivery(tmp_path / "landing", "2020-01-31_emis_002", "2020-01-31", "EMIS", [P1], {
+        "consultations": [("C07", "EDGE", P1, "2017-07-01", "face_to_face", "gp")],
+        "clinical_events": [("E30", "CTRL1", P1, "2018-01-01", REFERRAL, None, None)],
+    }, kind="delta")
+    pipeline.ingest_landing(paths, tmp_path / "landing")
+
+    built = pipeline.build_warehouse(paths).build
+    assert (built.scope.full_rebuild, built.scope.practices) == (False, (P1,))
+    incremental = marts_of(paths)
+    full = pipeline.build_warehouse(paths, full_rebuild=True).build
+    assert full.scope.full_rebuild and full.scope.practices == ("P001", "P002")
+    assert marts_of(paths) == incremental
+
+    # EDGE: C07 (2017-07-01) joins C04 and C05 in the post window: 2 consultations become 3.
+    # CTRL1 is now referred, index 2018-01-01 (age 2018 - 1962 = 56): C50 (2017-01-01, day
+    # -365) and C51 (2017-12-01) fall in its pre window, nothing after; full follow-up.
+    columns = ("patient_id, index_date, age_at_index, age_band, pre_days, post_days, "
+               "pre_consultations, post_consultations")
+    assert outcome_rows(paths, columns, "'EDGE', 'CTRL1'") == [
+        ("CTRL1", D("2018-01-01"), 56, "50-59", 365, 365, 2, 0),
+        ("EDGE", D("2017-06-15"), 57, "50-59", 365, 365, 1, 3)]
+    # EDGE loses CTRL1 (referred before EDGE's index + 365) and has no other candidate;
+    # CTRL1 draws CTRL2 (registered from 2017-01-01, the first day of CTRL1's pre window).
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        assert con.execute("select case_patient_id, control_patient_id, control_number "
+                           "from marts.sp_matched_controls").fetchall() == [("CTRL1", "CTRL2", 1)]
+    # P002 was not rebuilt and did not change.
+    p002 = [r for r in incremental["sp_patient_outcomes"] if "P002" in r]
+    assert len(p002) == 1 and p002 == [r for r in before["sp_patient_outcomes"] if "P002" in r]
+
+
+def outcome_rows(paths: WarehousePaths, columns: str, patients: str) -> list[tuple]:
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        return con.execute(f"select {columns} from marts.sp_patient_outcomes "
+                           f"where patient_id in ({patients}) order by 1").fetchall()
+
+
+def _delivery(con: duckdb.DuckDBPyConnection, delivery_id: str, practice: str, status: str,
+              applied_at: datetime) -> None:
+    con.execute("insert into audit.deliveries values (?, 'sha', date '2020-01-31', 'full', "
+                "'EMIS', ?, '', ?)", [delivery_id, status, applied_at])
+    con.execute("insert into audit.delivery_practices values (?, ?)", [delivery_id, practice])
+
+
+def _build(con: duckdb.DuckDBPyConnection, build_id: str, started_at: datetime, status: str,
+           fingerprint: str) -> None:
+    con.execute("insert into audit.builds values (?, ?, null, ?, null, null, null, null, null)",
+                [build_id, started_at, status])
+    con.execute("insert into audit.build_scopes values (?, ?, true, '', ?, 0)",
+                [build_id, started_at, fingerprint])
+
+
+def test_scope_is_the_practices_applied_since_the_last_successful_build(tmp_path):
+    with connect(tmp_path / "work.duckdb") as con:
+        _delivery(con, "d1", "P1", "applied", datetime(2026, 1, 1, 9))
+        _delivery(con, "d2", "P2", "applied", datetime(2026, 1, 1, 9, 1))
+        _delivery(con, "d3", "P3", "refused", datetime(2026, 1, 1, 9, 2))
+        first = scope.plan(con, "f1")
+        assert (first.full_rebuild, first.reason, first.practices) == (
+            True, "no earlier successful build", ("P1", "P2"))  # P3's delivery was refused
+
+        _build(con, "b1", datetime(2026, 1, 1, 10), "published", "f1")
+        _delivery(con, "d4", "P2", "applied", datetime(2026, 1, 2, 9))
+        _build(con, "b2", datetime(2026, 1, 2, 10), "failed", "f1")  # not a baseline
+        later = scope.plan(con, "f1")
+        assert (later.full_rebuild, later.practices) == (False, ("P2",))
+        assert later.reason == "deliveries applied since build b1"
+
+        changed = scope.plan(con, "f2")  # project, codelist, vars or engine changed
+        assert (changed.full_rebuild, changed.practices) == (True, ("P1", "P2"))
+        assert changed.reason == "dbt project, codelist, dbt vars or engine changed since build b1"
+        assert scope.plan(con, "f1", full_rebuild=True).reason == "asked for"
+
+
+def test_fingerprint_changes_with_vars_codelist_and_project_files(tmp_path):
+    project = tmp_path / "dbt_project"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / "a.sql").write_text("select 1")
+    (project / "target").mkdir()
+    (project / "target" / "manifest.json").write_text("{}")
+    base = scope.fingerprint("sha-a", {"window_days": 365}, project)
+    assert scope.fingerprint("sha-a", {"window_days": 365}, project) == base
+    assert scope.fingerprint("sha-a", {"window_days": 180}, project) != base
+    assert scope.fingerprint("sha-b", {"window_days": 365}, project) != base
+    (project / "target" / "manifest.json").write_text('{"changed": true}')  # build output
+    assert scope.fingerprint("sha-a", {"window_days": 365}, project) == base
+    (project / "models" / "a.sql").write_text("select 2")
+    assert scope.fingerprint("sha-a", {"window_days": 365}, project) != base
