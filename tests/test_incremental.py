@@ -86,7 +86,7 @@ def _delivery(con: duckdb.DuckDBPyConnection, delivery_id: str, practice: str, s
 
 def _build(con: duckdb.DuckDBPyConnection, build_id: str, started_at: datetime, status: str,
            fingerprint: str) -> None:
-    con.execute("insert into audit.builds values (?, ?, null, ?, null, null, null, null)",
+    con.execute("insert into audit.builds values (?, ?, null, ?, null, null, null, null, null)",
                 [build_id, started_at, status])
     con.execute("insert into audit.build_scopes values (?, ?, true, '', ?, 0)",
                 [build_id, started_at, fingerprint])

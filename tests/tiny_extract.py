@@ -136,3 +136,25 @@ def write_tiny_extract(landing: Path) -> Path:
             "hospital_attendances": _for(practice, HOSPITAL_ATTENDANCES),
         }, fmt=fmt)
     return landing
+
+
+# --- a correction to P001, delivered as a delta ------------------------------------------
+CORRECTION_DELIVERY = "2020-01-31_emis_002"  # same extract date, later id: applies after
+CORRECTED_CONSULTATIONS = [
+    # C02 was EDGE's index - 365 (pre); the practice corrects it to index - 366 (out).
+    ("C02", "EDGE", P1, "2016-06-14", "telephone", "gp"),
+]
+DELETED = [
+    ("clinical_events", "E07"),  # NEWREG's only referral was recorded in error
+]
+
+
+def write_tiny_correction(landing: Path, delivery_id: str = CORRECTION_DELIVERY) -> Path:
+    """Write a delta for P001: C02's date corrected, NEWREG's referral E07 deleted.
+
+    What that must do to the marts (worked in tests/test_deltas.py): NEWREG is no longer a
+    referred patient (6 → 5), EDGE has no consultation in its pre window (1 → 0), and
+    March 2017 loses its one referral.
+    """
+    return write_delivery(landing, delivery_id, "2020-01-31", "EMIS", [P1], {
+        "consultations": CORRECTED_CONSULTATIONS, "deletions": DELETED}, kind="delta")

@@ -1,27 +1,42 @@
 """Build the warehouse with dbt: record the codelist, run `dbt build`, record the outcome.
 
-dbt runs in a child process against the work file, never the published one. Every
-build leaves a row in `audit.builds` naming the codelist version it used, and one in
-`audit.build_scopes` saying whether it rebuilt everything or only the practices whose
-deliveries changed (see `scope`).
+dbt runs in a child process against the work file, never the published one, and dies with
+its parent: a killed `sprx run` leaves no dbt behind holding the work file. Every build
+leaves a row in `audit.builds` naming the codelist version it used and the fingerprint of
+all its inputs (so a run with nothing new can see that the published build is current),
+and one in `audit.build_scopes` saying whether it rebuilt everything or only the practices
+whose deliveries changed (see `scope`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import scope
+import duckdb
+
+from . import __version__, scope
 from .codelists import Codelist, record_codelist
-from .config import DBT_PROJECT_DIR, WarehousePaths
+from .config import DBT_PROJECT_DIR, PROJECT_ROOT, WarehousePaths
+from .contract import sha256_file
+from .faults import crash_point
 from .warehouse import connect
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# The Great Expectations suites the quality gate checks a build with (suites.EXPECTATIONS_DIR,
+# not imported from there: importing `suites` loads Great Expectations).
+EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 
 
 class BuildError(RuntimeError):
@@ -58,9 +73,30 @@ def run_dbt(args: list[str], paths: WarehousePaths) -> tuple[int, list[dict[str,
     env = {**os.environ, "SPRX_DUCKDB_PATH": str(paths.work), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     results_file = paths.dbt_dir / "target" / "run_results.json"
     results_file.unlink(missing_ok=True)
-    completed = subprocess.run([str(dbt), *args], env=env, check=False)
+    with subprocess.Popen([str(dbt), *args], env=env, preexec_fn=die_with_parent()) as child:
+        crash_point("build.dbt_spawned")
+        returncode = child.wait()
     results = json.loads(results_file.read_text())["results"] if results_file.is_file() else []
-    return completed.returncode, results
+    return returncode, results
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel SIGKILL the child when this process dies (Linux).
+
+    Without it a SIGKILLed `sprx run` leaves dbt running as an orphan that still holds the
+    work file's lock, and the next run fails on it. (The signal follows the thread that
+    started the child; ours waits for it.) On other systems: None, no such guarantee.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+    return preexec
 
 
 def failures(returncode: int, results: list[dict[str, Any]]) -> tuple[int, list[str]]:
@@ -71,23 +107,72 @@ def failures(returncode: int, results: list[dict[str, Any]]) -> tuple[int, list[
     return len(results) - len(bad), lines
 
 
+def build_vars(codelist: Codelist, dbt_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dbt vars a build runs with: the active codelist's name, then the caller's."""
+    return {"sp_codelist": codelist.name, **(dbt_vars or {})}
+
+
+def suites_digest(folder: Path = EXPECTATIONS_DIR) -> str:
+    """SHA-256 over the expectation suites (`*.json`) the quality gate checks a build with."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.json")):
+        digest.update(f"{path.name}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def input_fingerprint(con: duckdb.DuckDBPyConnection, codelist: Codelist,
+                      merged_vars: dict[str, Any]) -> str:
+    """SHA-256 of everything a build and its publication read, so equal fingerprints mean
+    equal published content: the deliveries as recorded (applied and refused, by manifest
+    hash), the codelist pulls, the active codelist, the build's scope fingerprint (dbt
+    project, codelist, dbt vars, engine versions), the expectation suites and this
+    package's version. Clock times and build ids are left out on purpose."""
+    parts = {
+        "package": __version__,
+        "deliveries": con.execute("select delivery_id, manifest_sha256, status, reason "
+                                  "from audit.deliveries order by all").fetchall(),
+        "codelist_pulls": con.execute(
+            "select codelist, version, sha256, source, status, reason from audit.codelist_pulls "
+            "order by pulled_at, codelist").fetchall(),
+        "codelist": [codelist.name, codelist.version, codelist.sha256],
+        "build": scope.fingerprint(codelist.sha256, merged_vars),
+        "expectations": suites_digest(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def settle_builds(con: duckdb.DuckDBPyConnection, published_build_id: str | None) -> None:
+    """Close the rows a killed process left open in audit.builds.
+
+    A build still `running` when no process can be running it (the caller holds the writer
+    lock) was interrupted: it becomes `abandoned`. A `success` build that the published file
+    holds was published, and the process died before saying so: it becomes `published`.
+    """
+    con.execute("update audit.builds set status = 'published', finished_at = now()::timestamp "
+                "where build_id = ? and status = 'success'", [published_build_id])
+    con.execute("update audit.builds set status = 'abandoned', finished_at = now()::timestamp "
+                "where status = 'running'")
+
+
 def open_build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
                full_rebuild: bool = False) -> tuple[str, dict[str, Any], scope.BuildScope]:
     """Make `codelist` active, open a row in audit.builds and record the build's scope;
     return its id, the vars to run dbt with, and the scope."""
     build_id = uuid.uuid4().hex[:12]
-    merged_vars = {"sp_codelist": codelist.name, **(dbt_vars or {})}
+    merged_vars = build_vars(codelist, dbt_vars)
     build_fingerprint = scope.fingerprint(codelist.sha256, merged_vars)
-    con = connect(paths.work)
-    try:
+    with connect(paths.work) as con:
         record_codelist(con, codelist)
         planned = scope.plan(con, build_fingerprint, full_rebuild)
-        con.execute("insert into audit.builds values (?, now()::timestamp, null, 'running', "
-                    "?, ?, ?, ?)", [build_id, codelist.name, codelist.version, codelist.sha256,
-                                    json.dumps(merged_vars, sort_keys=True)])
+        con.execute(
+            "insert into audit.builds (build_id, started_at, finished_at, status, codelist, "
+            "codelist_version, codelist_sha256, dbt_vars, input_fingerprint) values "
+            "(?, now()::timestamp, null, 'running', ?, ?, ?, ?, ?)",
+            [build_id, codelist.name, codelist.version, codelist.sha256,
+             json.dumps(merged_vars, sort_keys=True),
+             input_fingerprint(con, codelist, merged_vars)])
         scope.record(con, build_id, planned)
-    finally:
-        con.close()
+    crash_point("build.started")
     return build_id, merged_vars, planned
 
 

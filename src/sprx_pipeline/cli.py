@@ -209,10 +209,14 @@ def _run(args: argparse.Namespace) -> int:
     report = pipeline.run(paths, args.landing, args.codelists, args.vars, _say, args.wait,
                           args.pins)
     _print_ingest(report.ingest)
-    for gate in (report.loaded_gate, report.gate):
-        _print_gate(gate)
-    _say(f"built {report.build.passed} dbt nodes (build {report.build.build_id}); published "
-         f"in {time.perf_counter() - started:.1f} s")
+    if report.build is None or report.loaded_gate is None or report.gate is None:
+        _say(f"nothing new: {report.published} is current (build {report.current_build}), "
+             "left as it was")
+    else:
+        for gate in (report.loaded_gate, report.gate):
+            _print_gate(gate)
+        _say(f"built {report.build.passed} dbt nodes (build {report.build.build_id}); "
+             f"published in {time.perf_counter() - started:.1f} s")
     _print_summary(report.summary)
     return 1 if report.ingest.refused else 0
 

@@ -156,19 +156,29 @@ def load_all(source: str | Path, pins: Path | None = None) -> list[Codelist]:
 def write_cache(folder: Path, codelists: list[Codelist]) -> Path:
     """Keep verified lists byte for byte, with a manifest pinning them, as a codelist folder.
 
-    Builds read this folder, so a build never depends on the source being reachable.
+    Builds read this folder, so a build never depends on the source being reachable. Each
+    file is replaced whole by a rename, so a process killed part-way leaves every file
+    either as it was or as it should be, never half-written.
     """
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {}
     for codelist in codelists:
         file_name = f"{codelist.name}.csv"
-        (folder / file_name).write_bytes(codelist.data)
+        _replace_file(folder / file_name, codelist.data)
         manifest[codelist.name] = {"version": codelist.version, "path": file_name,
                                    "sha256": codelist.sha256}
-    temporary = folder / f".{MANIFEST_NAME}.tmp"
-    temporary.write_text(json.dumps({"codelists": manifest}, indent=2, sort_keys=True) + "\n")
-    temporary.replace(folder / MANIFEST_NAME)
+    text = json.dumps({"codelists": manifest}, indent=2, sort_keys=True) + "\n"
+    _replace_file(folder / MANIFEST_NAME, text.encode("utf-8"))
     return folder
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Give `path` these bytes by writing a temporary file and renaming it (no-op if equal)."""
+    if path.is_file() and path.read_bytes() == data:
+        return
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
 
 
 def record_codelist(con: duckdb.DuckDBPyConnection, codelist: Codelist) -> None:

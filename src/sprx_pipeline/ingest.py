@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 from . import contract
 from .contract import (DELETIONS, EVENT_DATE_COLUMNS, TABLES, ContractError, Manifest,
                        TableSpec)
+from .faults import crash_point
 from .identifiers import identifier_problems
 from .snomed import snomed_problem
 from .warehouse import SQL_TYPES
@@ -124,7 +126,7 @@ def read_header(entry: contract.FileEntry) -> list[str]:
     try:
         with opener(entry.path, "rb") as handle:
             line = handle.readline()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # a damaged gzip stream raises zlib.error
         raise ContractError(str(entry.path), "file_format", f"cannot be read ({exc})") from None
     try:
         text = line.decode("utf-8").rstrip("\r\n")
@@ -386,9 +388,11 @@ def _write(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> list[TableCoun
             if manifest.kind == "full":
                 con.execute(f"delete from raw.{spec.name} where practice_id in ({practices})")
             elif spec.name in manifest.files:
+                # Upsert by record id within the delivery's own practices: ids are
+                # practice-supplied pseudonyms, and another practice's row is not ours to touch.
                 key = ", ".join(spec.key)
-                con.execute(f"delete from raw.{spec.name} where ({key}) in "
-                            f"(select ({key}) from {checked} where _rule is null)")
+                con.execute(f"delete from raw.{spec.name} where practice_id in ({practices}) "
+                            f"and ({key}) in (select ({key}) from {checked} where _rule is null)")
             con.execute(f"insert into raw.{spec.name} select {typed_select(spec)}, ? "
                         f"from {checked} where _rule is null", [manifest.delivery_id])
         if manifest.kind == "delta" and DELETIONS.name in manifest.files:
@@ -398,10 +402,12 @@ def _write(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> list[TableCoun
         con.executemany("insert into audit.delivery_practices values (?, ?)",
                         [(manifest.delivery_id, p) for p in manifest.practices])
         _record(con, manifest.delivery_id, manifest.manifest_sha256, "applied", "", manifest)
+        crash_point("ingest.written")
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
+    crash_point("ingest.committed")
     return counts
 
 
@@ -457,6 +463,7 @@ def apply_delivery(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Delive
                 _known_sets(con, manifest)
     except ContractError as exc:
         return refuse(con, manifest.delivery_id, manifest.manifest_sha256, str(exc), manifest)
+    crash_point("ingest.staged")
     tables = _write(con, manifest)
     log.info("applied %s: %s", manifest.delivery_id,
              ", ".join(f"{t.table} {t.loaded}/{t.received}" for t in tables))

@@ -3,7 +3,8 @@
 Each step that writes takes the warehouse's single-writer lock, so a second run waits or
 stops with a clear message rather than corrupting the first. `run` is the steps in order:
 pull codelists, ingest, quality gate on the loaded tables, dbt build, quality gate on the
-marts, publish.
+marts, publish. It first tidies what a killed run left, and skips build and publish when
+the published build is already current.
 """
 
 from __future__ import annotations
@@ -31,10 +32,23 @@ def _quiet(_: str) -> None:
 
 def _record_pull(paths: WarehousePaths, source: str, status: str, reason: str,
                  pulled: list[codelists.Codelist]) -> None:
-    rows = [(c.name, c.version, c.sha256) for c in pulled] or [(None, None, None)]
+    """Record a pull in audit.codelist_pulls when its outcome differs from the latest one.
+
+    The table is a history of what was in force and when it changed, not a log of every
+    check: a re-run that pulls the same lists from the same source changes nothing.
+    """
+    rows = {(c.name, c.version, c.sha256, source, status, reason) for c in pulled} or {
+        (None, None, None, source, status, reason)}
     with connect(paths.work) as con:
+        latest = set(con.execute(
+            "select codelist, version, sha256, source, status, reason from audit.codelist_pulls "
+            "where pulled_at = (select max(pulled_at) from audit.codelist_pulls)").fetchall())
+        if rows == latest:
+            return
+        con.execute("begin")  # one transaction: every row of a pull gets the same pulled_at
         con.executemany("insert into audit.codelist_pulls values (now()::timestamp, ?, ?, ?, "
-                        "?, ?, ?)", [(*row, source, status, reason) for row in rows])
+                        "?, ?, ?)", sorted(rows, key=repr))
+        con.execute("commit")
 
 
 def pull_codelists(paths: WarehousePaths, source: str | Path, pins: Path | None = None,
@@ -107,6 +121,40 @@ def ingest_landing(paths: WarehousePaths, landing: Path, progress: Progress = _q
 
 # --- build, gate, publish ------------------------------------------------------------------
 
+def published_build(paths: WarehousePaths) -> str | None:
+    """The build both published forms hold (the DuckDB file and the Parquet export), or
+    None: a publish killed between its two renames has not published."""
+    published_id = publish.published_build_id(paths.published)
+    return published_id if publish.exported_build_id(paths) == published_id else None
+
+
+def recover_interrupted(paths: WarehousePaths) -> None:
+    """Tidy what a killed process left, before a run or a build (under the writer lock):
+    a publish's temporary file, builds left `running` (now `abandoned`), and a build that
+    was published but not yet marked so. Data needs no repair: every delivery applies in
+    one transaction, dbt rebuilds its tables, and the published file is replaced whole."""
+    publish.remove_leftovers(paths)
+    if paths.work.is_file():
+        published_id = published_build(paths)
+        with connect(paths.work) as con:
+            dbt_build.settle_builds(con, published_id)
+
+
+def current_publication(paths: WarehousePaths, codelist: codelists.Codelist,
+                        dbt_vars: dict[str, Any] | None = None) -> str | None:
+    """The published build's id if a build now would read exactly what it read (same input
+    fingerprint) and no build has started since; None when a build is needed."""
+    published_id = published_build(paths)
+    if published_id is None or not paths.work.is_file():
+        return None
+    with connect(paths.work, read_only=True) as con:
+        latest = con.execute("select build_id, status, input_fingerprint from audit.builds "
+                             "order by started_at desc, build_id desc limit 1").fetchone()
+        fingerprint = dbt_build.input_fingerprint(con, codelist,
+                                                  dbt_build.build_vars(codelist, dbt_vars))
+    return published_id if latest == (published_id, "published", fingerprint) else None
+
+
 @dataclass
 class CheckedBuild:
     """A build that passed the quality gate on both sides of dbt: ready to publish."""
@@ -126,6 +174,7 @@ def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = Non
     failed (and a failed build is never published).
     """
     with writer_lock(paths, wait_seconds):
+        recover_interrupted(paths)
         codelist = active_codelist(paths)
         build_id, build_vars, planned = dbt_build.open_build(paths, codelist, dbt_vars,
                                                              full_rebuild)
@@ -149,6 +198,7 @@ def start_build(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
     """Record the active codelist and open a build (for orchestrators that run dbt models
     as their own tasks); return the build id and the dbt vars to run with."""
     with writer_lock(paths, wait_seconds):
+        recover_interrupted(paths)
         return dbt_build.start_build(paths, active_codelist(paths), dbt_vars)
 
 
@@ -195,7 +245,9 @@ def publish_warehouse(paths: WarehousePaths, build_id: str | None = None,
         if not paths.work.is_file():
             raise FileNotFoundError(f"{paths.work} does not exist: run `sprx ingest` and "
                                     "`sprx build` before publishing")
-        build_id = build_id or latest_build(paths)
+        if build_id is None:
+            recover_interrupted(paths)
+            build_id = latest_build(paths)
         with connect(paths.work) as con:
             quality.require_passed(con, build_id)
         dbt_build.finish_build(paths, build_id, "success")
@@ -207,11 +259,12 @@ def publish_warehouse(paths: WarehousePaths, build_id: str | None = None,
 @dataclass
 class RunReport:
     ingest: ingest.IngestReport
-    loaded_gate: quality.GateReport
-    build: dbt_build.BuildReport
-    gate: quality.GateReport
+    loaded_gate: quality.GateReport | None  # these three are None when nothing was new:
+    build: dbt_build.BuildReport | None     # build and publish were skipped
+    gate: quality.GateReport | None
     published: Path
     summary: dict[str, Any]
+    current_build: str | None = None        # the published build, when it was current
 
 
 def run(paths: WarehousePaths, landing: Path, codelist_source: str | Path,
@@ -219,10 +272,16 @@ def run(paths: WarehousePaths, landing: Path, codelist_source: str | Path,
         wait_seconds: float = 0.0, codelist_pins: Path | None = None) -> RunReport:
     """Pull codelists, ingest, check, build, check and publish, holding the writer lock."""
     with writer_lock(paths, wait_seconds):
+        recover_interrupted(paths)
         progress(f"verifying codelists from {codelist_source}")
         pull_codelists(paths, codelist_source, codelist_pins)
         progress(f"ingesting deliveries from {landing}")
         report = ingest_landing(paths, landing, progress)
+        if current := current_publication(paths, active_codelist(paths), dbt_vars):
+            progress(f"nothing new since build {current}: the published warehouse is current; "
+                     "build and publish skipped")
+            return RunReport(report, None, None, None, paths.published,
+                             publish.published_summary(paths.published), current)
         checked = build_warehouse(paths, dbt_vars, progress=progress)
         progress(f"publishing to {paths.published}")
         published = publish_warehouse(paths, checked.build.build_id)

@@ -3,11 +3,14 @@
 Dashboards and analysts open the published file; the pipeline builds a different file.
 Publishing copies the published schemas into a fresh temporary file beside the target,
 flushes it, and renames it over the target: a reader sees the old warehouse or the new one,
-never a mix, and a crash part-way leaves the old one in place.
+never a mix, and a crash part-way leaves the old one in place (and a temporary file that
+the next publish, or `sprx run`, removes).
 
 The marts are also exported as Parquet, for tools that do not speak DuckDB, into a fresh
-folder beside the warehouse; `<stem>.parquet` is a symlink swapped to it atomically after
-the warehouse is replaced, and the previous folder is kept for readers still in it.
+folder beside the warehouse, named with the build id; `<stem>.parquet` is a symlink swapped
+to it atomically after the warehouse is replaced, and the previous folder is kept for
+readers still in it. A build counts as published once both hold it (`published_build_id`,
+`exported_build_id`): a run killed between the two renames is published again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import duckdb
 
 from .config import WarehousePaths
+from .faults import crash_point
 from .quality import DATA_DOCS, SUMMARY_PAGE
 
 PUBLISHED_SCHEMAS = ("marts", "audit", "codelists")
@@ -35,11 +39,43 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def temporary_files(paths: WarehousePaths) -> tuple[Path, Path]:
+    """The file a publish writes before renaming it over the target, and its DuckDB WAL."""
+    staging = paths.published.with_name(f".{paths.published.name}.publishing")
+    return staging, staging.with_name(f"{staging.name}.wal")
+
+
+def remove_leftovers(paths: WarehousePaths) -> None:
+    """Delete what a publish killed part-way left: the temporary file and its WAL (DuckDB
+    2.0 ignores a WAL that belongs to another file, but nothing should rest on that)."""
+    for leftover in temporary_files(paths):
+        leftover.unlink(missing_ok=True)
+
+
+def exported_build_id(paths: WarehousePaths) -> str | None:
+    """The build whose Parquet export the `<stem>.parquet` link points at, if it is a link."""
+    if not paths.parquet.is_symlink():
+        return None
+    return os.readlink(paths.parquet).rpartition("-")[2]
+
+
+def published_build_id(path: Path) -> str | None:
+    """The build a published warehouse was copied from; None if there is none yet, or the
+    file was not published by this pipeline (then the next run publishes over it)."""
+    if not path.is_file():
+        return None
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            return con.execute("select build_id from meta.publication").fetchone()[0]
+    except duckdb.Error:
+        return None
+
+
 def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
     """Copy the published schemas of the work file to `paths.published`, atomically."""
     target = paths.published
-    staging = target.with_name(f".{target.name}.publishing")
-    staging.unlink(missing_ok=True)
+    staging, _ = temporary_files(paths)
+    remove_leftovers(paths)
     con = duckdb.connect(str(staging))
     try:
         con.execute("attach ? as work (read_only)", [str(paths.work)])
@@ -52,27 +88,34 @@ def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
         for schema, table in tables:
             con.execute(f'create table {schema}."{table}" as '
                         f'select * from work.{schema}."{table}"')
+        crash_point("publish.copied")
         con.execute("create schema meta")
         con.execute("create table meta.publication as select now()::timestamp as published_at, "
                     "?::varchar as build_id", [build_id])
         con.execute("detach work")
         con.execute("checkpoint")
-        exports = _export_parquet(con, paths.parquet, [t for s, t in tables if s == "marts"])
+        exports = _export_parquet(con, paths.parquet, [t for s, t in tables if s == "marts"],
+                                  build_id)
     finally:
         con.close()
     with open(staging, "rb+") as handle:
         os.fsync(handle.fileno())
     os.chmod(staging, 0o444)
+    crash_point("publish.flushed")
     os.replace(staging, target)
     _fsync_dir(target.parent)
+    crash_point("publish.replaced")
     _swap_parquet_link(paths.parquet, exports)
+    crash_point("publish.linked")
     return target
 
 
-def _export_parquet(con: duckdb.DuckDBPyConnection, link: Path, marts: list[str]) -> Path:
-    """Write each mart of the staged warehouse to `<table>.parquet` in a new folder."""
+def _export_parquet(con: duckdb.DuckDBPyConnection, link: Path, marts: list[str],
+                    build_id: str | None) -> Path:
+    """Write each mart of the staged warehouse to `<table>.parquet` in a new folder, named
+    `.<link>.<time>-<random>-<build id>` (the build id last, for `exported_build_id`)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    folder = link.with_name(f".{link.name}.{stamp}-{uuid.uuid4().hex[:6]}")
+    folder = link.with_name(f".{link.name}.{stamp}-{uuid.uuid4().hex[:6]}-{build_id or ''}")
     folder.mkdir()
     try:
         for table in marts:

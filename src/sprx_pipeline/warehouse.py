@@ -42,7 +42,9 @@ AUDIT_DDL = (
     """create table if not exists audit.builds (
         build_id varchar not null, started_at timestamp not null, finished_at timestamp,
         status varchar not null, codelist varchar, codelist_version varchar,
-        codelist_sha256 varchar, dbt_vars varchar)""",
+        codelist_sha256 varchar, dbt_vars varchar, input_fingerprint varchar)""",
+    # Warehouses made before builds recorded their inputs gain the column.
+    "alter table audit.builds add column if not exists input_fingerprint varchar",
     """create table if not exists audit.build_scopes (
         build_id varchar not null, started_at timestamp not null, full_rebuild boolean not null,
         reason varchar not null, fingerprint varchar not null, practices integer not null)""",
