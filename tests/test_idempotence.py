@@ -70,6 +70,34 @@ def test_the_published_build_is_current_until_an_input_changes(site):
     assert current_publication(paths, codelist) is None
 
 
+def test_a_refused_delivery_leaves_the_published_marts_as_they_were(site):
+    """A run whose only new delivery is refused exits 1, publishes the refusal (in
+    audit.deliveries and the source-system summary), and leaves every other mart unchanged."""
+    marts = contents(site.published, schemas=("marts",))
+    systems = marts.pop("marts.dq_source_system_summary")
+    broken = shutil.copytree(site.landing / "2020-01-31_emis_001",
+                             site.landing / "2020-03-31_emis_002")
+    # A later full delivery whose consultations file was changed after its manifest was made.
+    manifest = broken / "manifest.json"
+    manifest.write_text(manifest.read_text().replace("2020-01-31_emis_001", "2020-03-31_emis_002")
+                        .replace('"2020-01-31"', '"2020-03-31"'))
+    consultations = next(broken.glob("consultations.*"))
+    consultations.write_bytes(consultations.read_bytes() + b"\n")
+    code, output = site.sprx("run")
+    assert code == 1, output
+    assert "deliveries: 0 applied, 1 refused, 2 unchanged" in output
+    assert "sha256_mismatch" in output
+    after = contents(site.published, schemas=("marts",))
+    assert after.pop("marts.dq_source_system_summary") != systems
+    assert differences(after, marts) == []
+    with duckdb.connect(str(site.published), read_only=True) as con:
+        assert con.execute("select status from audit.deliveries where delivery_id = "
+                           "'2020-03-31_emis_002'").fetchall() == [("refused",)]
+        assert con.execute("select deliveries_applied, deliveries_refused from "
+                           "marts.dq_source_system_summary where source_system = 'EMIS'"
+                           ).fetchall() == [(1, 1)]
+
+
 def test_an_edit_to_the_dbt_project_or_a_suite_changes_the_fingerprint(tmp_path):
     project = shutil.copytree(DBT_PROJECT_DIR, tmp_path / "dbt_project",
                               ignore=shutil.ignore_patterns("target", "logs"))

@@ -195,3 +195,55 @@ def test_a_second_writer_is_told_the_warehouse_is_busy(tmp_path, paths):
         holder.kill()
         holder.wait()
     assert ingest_landing(paths, write_tiny_extract(tmp_path / "landing")).applied
+
+
+def _rehash(folder: Path, table: str, path: Path) -> None:
+    """Point the manifest's entry for `table` at `path` with its new hash."""
+    from sprx_pipeline.contract import sha256_file
+    data = json.loads((folder / "manifest.json").read_text())
+    data["files"][table].update(path=path.name, sha256=sha256_file(path))
+    (folder / "manifest.json").write_text(json.dumps(data))
+
+
+def test_a_csv_with_a_byte_order_mark_and_crlf_lines_is_read_as_plain_utf8(tmp_path, paths):
+    """Excel writes 'CSV UTF-8' with a BOM and CRLF line ends: the header is still the
+    contract's, and no value carries the mark."""
+    landing = tmp_path / "landing"
+    folder = small_delivery(landing)
+    path = folder / "patients.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    _rehash(folder, "patients", path)
+    report = ingest_landing(paths, landing)
+    assert [o.status for o in report.outcomes] == ["applied"]
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        assert con.execute("select patient_id, rural_urban from raw.patients order by 1"
+                           ).fetchall() == [("A", "urban"), ("B", None)]
+
+
+def test_parquet_written_by_pandas_keeps_integers_with_gaps_and_dates_as_timestamps(
+        tmp_path, paths):
+    """pandas stores an integer column with a missing value as float (3.0) and dates as
+    timestamps: whole floats and midnight timestamps load as the contract's int and date;
+    a fraction or a time of day is still quarantined."""
+    import pandas as pd
+    landing = tmp_path / "landing"
+    folder = small_delivery(landing, patients=PATIENTS * 2)
+    frame = pd.DataFrame({
+        "patient_id": ["A", "B", "C", "D"], "practice_id": ["P009"] * 4,
+        "year_of_birth": [1970, 1980, 1990, 1990], "sex": ["F", "M", "F", "M"],
+        "ethnicity": ["White", "Asian", "Black", "Other"], "imd_quintile": [3.0, None, 2.5, 1.0],
+        "rural_urban": ["urban", None, "rural", "rural"],
+        "date_of_death": pd.to_datetime([None, "2019-05-01", None, "2019-06-01 14:30"],
+                                        format="ISO8601")})
+    (folder / "patients.csv").unlink()
+    frame.to_parquet(folder / "patients.parquet", index=False)
+    _rehash(folder, "patients", folder / "patients.parquet")
+    report = ingest_landing(paths, landing)
+    assert [o.status for o in report.outcomes] == ["applied"]
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        assert con.execute("select patient_id, imd_quintile, date_of_death::varchar "
+                           "from raw.patients order by 1").fetchall() == [
+            ("A", 3, None), ("B", None, "2019-05-01")]
+        assert con.execute("select row_json->>'$.patient_id', rule from audit.quarantine "
+                           "order by 1").fetchall() == [("C", "not_integer:imd_quintile"),
+                                                        ("D", "invalid_date:date_of_death")]

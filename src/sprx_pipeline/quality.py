@@ -144,13 +144,16 @@ def parameters(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 # --- snapshots -----------------------------------------------------------------------------
 
 def build_scope(con: duckdb.DuckDBPyConnection, build_id: str | None) -> list[str] | None:
-    """The practices an incremental build rebuilt, or None when it rebuilt everything."""
+    """The practices an incremental build rebuilt, or None to check every practice: when it
+    rebuilt everything, or nothing (a build after an interrupted publish has nothing new, and
+    a gate over no rows would pass by default)."""
     row = con.execute("select full_rebuild from audit.build_scopes where build_id = ?",
                       [build_id]).fetchone()
     if row is None or row[0]:
         return None
-    return [p for (p,) in con.execute("select practice_id from audit.build_practices "
-                                      "where build_id = ? order by 1", [build_id]).fetchall()]
+    practices = [p for (p,) in con.execute("select practice_id from audit.build_practices "
+                                           "where build_id = ? order by 1", [build_id]).fetchall()]
+    return practices or None
 
 
 def snapshot(con: duckdb.DuckDBPyConnection, suite_names: list[str], folder: Path,
