@@ -322,7 +322,10 @@ def bench_size(patients: int, practices: int, seed: int, repeats: int) -> dict[s
         measure([sys.executable, "-c", REOPEN_PRACTICE, str(paths.work), first_practice(paths)])
     dbt_incremental = statistics.median(dbt_seconds(r.output) for r in incremental.runs)
     dbt_full_again = statistics.median(dbt_seconds(r.output) for r in full_again.runs)
-    stage_seconds = [generate.seconds] + [s.seconds for s in stages.values()]
+    # `sprx build` already runs the gate on both sides of dbt: its stand-alone run (`sprx
+    # check`) shows what the gate costs and is not counted again.
+    stage_seconds = [generate.seconds] + [s.seconds for name, s in stages.items()
+                                          if name != "quality_gate"]
     return {
         "patients": patients, "practices": practices, "seed": seed, "repeats": repeats,
         "input_rows": input_rows, "rows_by_table": rows,
@@ -398,13 +401,14 @@ def table(results: dict[str, Any]) -> str:
     row("input rows (all tables)", lambda s: f"{s['input_rows']:,}")
     for name, label in (("generate", "generate"), ("ingest", "ingest"),
                         ("build", "`sprx build` (gate, full dbt build, gate)"),
-                        ("quality_gate", "quality gate (`sprx check`, again)"),
+                        ("quality_gate", "quality gate alone (`sprx check`; inside `sprx build`, "
+                                         "not counted again)"),
                         ("publish", "publish")):
         row(f"{label}: wall s / peak GiB", lambda s, n=name: (
             f"{s['stages'][n]['seconds']:.1f} / {s['stages'][n]['peak_gib']:.2f}"
             + (" (cached)" if s["stages"][n]["cached"] else "")))
     row("of which the dbt build, wall s", lambda s: f"{s['dbt_seconds']:.1f}")
-    row("**end to end** (sum of stages)", lambda s: f"**{s['end_to_end_seconds']:.0f} s**")
+    row("**end to end** (generate + ingest + `sprx build` + publish)", lambda s: f"**{s['end_to_end_seconds']:.0f} s**")
     row("peak memory of any stage", lambda s: f"{s['peak_gib']:.2f} GiB")
     row("ingest rows/s", lambda s: f"{s['input_rows'] / s['stages']['ingest']['seconds']:,.0f}")
     row("dbt build rows/s", lambda s: f"{s['input_rows'] / s['dbt_seconds']:,.0f}")

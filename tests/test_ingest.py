@@ -247,3 +247,28 @@ def test_parquet_written_by_pandas_keeps_integers_with_gaps_and_dates_as_timesta
         assert con.execute("select row_json->>'$.patient_id', rule from audit.quarantine "
                            "order by 1").fetchall() == [("C", "not_integer:imd_quintile"),
                                                         ("D", "invalid_date:date_of_death")]
+
+
+def test_a_record_id_already_held_by_another_practice_is_quarantined_not_doubled(tmp_path, paths):
+    """Consultation ids are the table's key across practices: a second practice sending C1
+    gets that row quarantined (key_in_other_practice), the first practice's C1 stays, and the
+    first practice may still send its own C1 again."""
+    landing = tmp_path / "landing"
+    small_delivery(landing, consultations=[("C1", "A", "P009", "2019-01-01", "telephone", "gp")])
+    write_delivery(landing, "2020-01-31_vision_002", "2020-01-31", "Vision", ["P010"], {
+        "practices": [("P010", "London")],
+        "patients": [("A", "P010", 1975, "M", "Other", 2, "urban", None)],
+        "registrations": [("RA10", "A", "P010", "2011-01-01", None)],
+        "consultations": [("C1", "A", "P010", "2019-03-03", "video", "nurse"),
+                          ("C2", "A", "P010", "2019-03-04", "video", "nurse")]})
+    small_delivery(landing, "2020-02-29_vision_003", "2020-02-29",
+                   consultations=[("C1", "A", "P009", "2019-01-02", "telephone", "gp")])
+    report = ingest_landing(paths, landing)
+    assert [o.status for o in report.outcomes] == ["applied"] * 3
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        assert con.execute("select consultation_id, practice_id, consultation_date::varchar "
+                           "from raw.consultations order by 1").fetchall() == [
+            ("C1", "P009", "2019-01-02"), ("C2", "P010", "2019-03-04")]
+        assert con.execute("select delivery_id, row_json->>'$.consultation_id', rule "
+                           "from audit.quarantine").fetchall() == [
+            ("2020-01-31_vision_002", "C1", "key_in_other_practice")]

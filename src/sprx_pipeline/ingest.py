@@ -277,7 +277,33 @@ def table_rules(spec: TableSpec, manifest: Manifest) -> list[tuple[str, str]]:
                       "r.consultation_id not in (select consultation_id from _known_consultations)"))
     key = ", ".join(f"r.{k}" for k in spec.key)
     rules.append(("duplicate_key", f"count(*) over (partition by {key}) > 1"))
+    if _keyed_across_practices(spec):
+        rules.append(("key_in_other_practice",
+                      f"r.{spec.key[0]} in (select key from {_other_keys(spec.name)})"))
     return rules
+
+
+def _keyed_across_practices(spec: TableSpec) -> bool:
+    """Tables whose contract key is a record id alone, so it must be unique across practices."""
+    return spec.name in TABLES and spec.key != ("practice_id",) and "practice_id" not in spec.key
+
+
+def _other_keys(table: str) -> str:
+    return f"_other_keys_{table}"
+
+
+def register_other_practice_keys(con: duckdb.DuckDBPyConnection, spec: TableSpec,
+                                 manifest: Manifest) -> None:
+    """Temp table of this delivery's record ids that the warehouse holds for a practice the
+    delivery does not list. Such a row cannot be applied without two rows under one key (a
+    pseudonym clash, or a row sent by the wrong practice), and it is not ours to replace."""
+    if not _keyed_across_practices(spec):
+        return
+    key = spec.key[0]
+    con.execute(f"create or replace temp table {_other_keys(spec.name)} as "
+                f"select distinct {key} as key from raw.{spec.name} "
+                f"where practice_id not in ({_sql_list(manifest.practices)}) "
+                f"and {key} in (select {key} from {_staged(spec.name)})")
 
 
 def check_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, manifest: Manifest) -> None:
@@ -478,6 +504,7 @@ def apply_delivery(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Delive
         for spec in _checked_specs(manifest):
             if spec.name == "clinical_events":
                 _known_consultations(con, manifest)
+            register_other_practice_keys(con, spec, manifest)
             check_rows(con, spec, manifest)
             if spec.name == "patients":
                 _known_sets(con, manifest)
