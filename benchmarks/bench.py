@@ -259,15 +259,20 @@ def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[
     compiled = next((paths.dbt_dir / "target" / "compiled").rglob(f"{model}.sql"), None)
     if compiled is None:
         return []
-    with duckdb.connect() as con:
+    spill = paths.dbt_dir / "profile_spill"
+    # As dbt runs it: into a table, under the pipeline's memory limit (fetching a model's
+    # tens of millions of rows into Python would measure Python, and exhaust memory).
+    with duckdb.connect(config={"memory_limit": os.environ.get("SPRX_DUCKDB_MEMORY_LIMIT", "4GB"),
+                                "temp_directory": str(spill)}) as con:
         # dbt names the work file's catalog "sprx" in the SQL it compiles
         con.execute("attach ? as sprx (read_only)", [str(paths.work)])
         con.execute("use sprx")
         con.execute("pragma enable_profiling = 'json'")
         profile_file = paths.dbt_dir / f"profile_{model}.json"
         con.execute(f"pragma profiling_output = '{profile_file}'")
-        con.execute(compiled.read_text()).fetchall()
+        con.execute(f"create temp table profiled as {compiled.read_text()}")
         con.execute("pragma disable_profiling")
+    shutil.rmtree(spill, ignore_errors=True)
     operators: list[dict[str, Any]] = []
 
     def walk(node: dict[str, Any]) -> None:

@@ -9,39 +9,59 @@
 
 {%- set groups = ['age_band', 'sex', 'ethnicity', 'imd_quintile', 'region', 'rural_urban',
                   'source_system', 'homeless'] %}
-{%- set quantities = {
-    'referred': ('referred', '1'),
-    'declined_share': ('declined_codes', 'referral_codes + declined_codes')} %}
 
 with patient_intervals as (
     select * from {{ ref('int_measure_patient_intervals') }}
 ),
 
-by_group as (
-    {%- for quantity, (numerator, denominator) in quantities.items() %}
-    {%- set outer_loop = loop %}
-    {%- for group in [none] + groups %}
+-- One pass over the patient intervals: every measure's cells at once (grouping sets), rather
+-- than a scan per measure and group.
+cells as (
     select
-        '{{ quantity }}_' || period || '{{ "_by_" ~ group if group else "" }}' as measure,
+        period,
         interval_start,
         interval_end,
-        {%- for column in groups %}
-        {%- if column == group %}
-        {{ column }},
-        {%- elif column == 'homeless' %}
-        cast(null as {{ dbt.type_boolean() }}) as {{ column }},
-        {%- else %}
-        cast(null as {{ dbt.type_string() }}) as {{ column }},
-        {%- endif %}
-        {%- endfor %}
-        sum({{ numerator }}) as numerator,
-        sum({{ denominator }}) as denominator
+        {{ groups | join(',\n        ') }},
+        case
+            {%- for group in groups %}
+            when grouping({{ group }}) = 0 then '_by_{{ group }}'
+            {%- endfor %}
+            else ''
+        end as grouped_by,
+        sum(referred) as referred,
+        count(*) as registered,
+        sum(declined_codes) as declined_codes,
+        sum(referral_codes + declined_codes) as sp_codes
     from patient_intervals
-    where {{ denominator }} > 0
-    group by period, interval_start, interval_end{{ ', ' ~ group if group else '' }}
-    {{ 'union all' if not (outer_loop.last and loop.last) }}
-    {%- endfor %}
-    {%- endfor %}
+    group by grouping sets (
+        (period, interval_start, interval_end),
+        {%- for group in groups %}
+        (period, interval_start, interval_end, {{ group }}){{ ',' if not loop.last }}
+        {%- endfor %}
+    )
+),
+
+by_group as (
+    select
+        'referred_' || period || grouped_by as measure,
+        interval_start,
+        interval_end,
+        {{ groups | join(',\n        ') }},
+        referred as numerator,
+        registered as denominator
+    from cells
+
+    union all
+
+    select
+        'declined_share_' || period || grouped_by as measure,
+        interval_start,
+        interval_end,
+        {{ groups | join(',\n        ') }},
+        declined_codes as numerator,
+        sp_codes as denominator
+    from cells
+    where sp_codes > 0
 )
 
 select
