@@ -3,8 +3,9 @@
 -- while registered in the interval, how many referral and declined codes, and the groups
 -- (age in the interval's first year; `unknown` when missing; homeless when a homeless
 -- finding was recorded before the interval starts).
--- A view: at 1,000,000 patients it is 46 million rows, which sp_measures reads once; writing
--- them to a table cost four times as long as computing them.
+-- A view: at 1,000,000 patients it is 46 million rows, which int_measure_practice_cells
+-- reads once for the practices a build rebuilds; writing them to a table cost four times as
+-- long as computing them.
 
 {{ config(materialized='view') }}
 

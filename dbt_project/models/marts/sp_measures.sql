@@ -10,11 +10,11 @@
 {%- set groups = ['age_band', 'sex', 'ethnicity', 'imd_quintile', 'region', 'rural_urban',
                   'source_system', 'homeless'] %}
 
-with patient_intervals as (
-    select * from {{ ref('int_measure_patient_intervals') }}
+with practice_cells as (
+    select * from {{ ref('int_measure_practice_cells') }}
 ),
 
--- One pass over the patient intervals: every measure's cells at once (grouping sets), rather
+-- One pass over the practice cells: every measure's cells at once (grouping sets), rather
 -- than a scan per measure and group.
 cells as (
     select
@@ -29,10 +29,10 @@ cells as (
             else ''
         end as grouped_by,
         sum(referred) as referred,
-        count(*) as registered,
+        sum(registered) as registered,
         sum(declined_codes) as declined_codes,
         sum(referral_codes + declined_codes) as sp_codes
-    from patient_intervals
+    from practice_cells
     group by grouping sets (
         (period, interval_start, interval_end),
         {%- for group in groups %}
