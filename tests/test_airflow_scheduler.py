@@ -55,7 +55,7 @@ def test_scheduled_extracts_trigger_the_warehouse_build_through_the_asset(tmp_pa
         tasks = {ti["task_id"]: ti["state"]
                  for ti in airflow.task_instances("sprx_warehouse", build["dag_run_id"])}
         assert tasks["check_loaded"] == tasks["quality_gate"] == tasks["publish"] == "success"
-        assert len([t for t in tasks if t.startswith("dbt_build.")]) == 44  # 41 models, 3 tests
+        assert len([t for t in tasks if t.startswith("dbt_build.")]) == 43  # 40 models, 3 tests
     assert airflow.leftover_processes() == []
     print(f"\nreal-scheduler test: {time.monotonic() - started:.0f} s from start to clean stop")
 

@@ -1,11 +1,92 @@
--- The uptake measures' population summed per practice, interval and breakdown cell: how many
--- patients were registered, how many were referred, and their referral and declined codes.
--- Every count adds up across cells (a patient is in one cell per interval), so sp_measures
--- sums these rather than the 46 million patient intervals of 1,000,000 patients, and an
--- incremental build recounts only the practices it rebuilds (3.2 million cells at that size).
+-- The uptake measures' population counted per practice, measure interval and breakdown cell:
+-- patients registered on at least one day of the interval, those with a referral while
+-- registered in it, and their referral and declined codes. Groups: age in the interval's
+-- first year; `unknown` when missing; homeless when a homeless finding was recorded before
+-- the interval starts. Every count adds up across cells (a patient is in one cell per
+-- interval), so sp_measures sums these rather than the 46 million patient intervals of
+-- 1,000,000 patients (3.2 million cells), and an incremental build recounts only the
+-- practices it rebuilds.
 
-with patient_intervals as (
-    select * from {{ ref('int_measure_patient_intervals') }} where {{ in_build_scope() }}
+with intervals as (
+    select * from {{ ref('int_measure_intervals') }}
+),
+
+spans as (
+    select * from {{ ref('int_registered_spans') }} where {{ in_build_scope() }}
+),
+
+sp_events as (
+    select * from {{ ref('int_sp_events') }} where {{ in_build_scope() }}
+),
+
+attributes as (
+    select * from {{ ref('int_patient_attributes') }} where {{ in_build_scope() }}
+),
+
+homeless as (
+    select * from {{ ref('int_homeless_findings') }} where {{ in_build_scope() }}
+),
+
+registered as (
+    select distinct
+        intervals.period,
+        intervals.interval_start,
+        intervals.interval_end,
+        spans.practice_id,
+        spans.patient_id
+    from intervals
+    inner join spans
+        on spans.span_start <= intervals.interval_end
+        and spans.span_end >= intervals.interval_start
+),
+
+coded as (
+    select
+        intervals.period,
+        intervals.interval_start,
+        sp_events.practice_id,
+        sp_events.patient_id,
+        sum(case when sp_events.category = 'referral' then 1 else 0 end) as referral_codes,
+        sum(case when sp_events.category = 'declined' then 1 else 0 end) as declined_codes
+    from intervals
+    inner join sp_events
+        on sp_events.event_date between intervals.interval_start and intervals.interval_end
+    where sp_events.while_registered and sp_events.category in ('referral', 'declined')
+    group by intervals.period, intervals.interval_start, sp_events.practice_id, sp_events.patient_id
+),
+
+patient_intervals as (
+    select
+        registered.period,
+        registered.interval_start,
+        registered.interval_end,
+        registered.practice_id,
+        registered.patient_id,
+        case when coalesce(coded.referral_codes, 0) > 0 then 1 else 0 end as referred,
+        coalesce(coded.referral_codes, 0) as referral_codes,
+        coalesce(coded.declined_codes, 0) as declined_codes,
+        {{ age_band('extract(year from registered.interval_start) - attributes.year_of_birth') }}
+            as age_band,
+        attributes.sex,
+        attributes.ethnicity,
+        coalesce(cast(attributes.imd_quintile as {{ dbt.type_string() }}), 'unknown')
+            as imd_quintile,
+        coalesce(attributes.region, 'unknown') as region,
+        coalesce(attributes.rural_urban, 'unknown') as rural_urban,
+        attributes.source_system,
+        coalesce(homeless.first_homeless_date < registered.interval_start, false) as homeless
+    from registered
+    inner join attributes
+        on attributes.practice_id = registered.practice_id
+        and attributes.patient_id = registered.patient_id
+    left join coded
+        on coded.period = registered.period
+        and coded.interval_start = registered.interval_start
+        and coded.practice_id = registered.practice_id
+        and coded.patient_id = registered.patient_id
+    left join homeless
+        on homeless.practice_id = registered.practice_id
+        and homeless.patient_id = registered.patient_id
 )
 
 select
