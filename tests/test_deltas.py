@@ -41,14 +41,16 @@ def raw_data(paths: WarehousePaths) -> dict[str, list[tuple]]:
 
 def one_patient_practice(landing: Path, delivery_id: str, practice: str, region: str,
                          consulted: str, attended: str) -> None:
-    """A full delivery of one practice whose patient, consultation and attendance carry the
-    same ids as the other practice's: A, RA, C1, H1 (ids are practice-supplied pseudonyms)."""
+    """A full delivery of one practice: patient A (patient ids are unique within a practice,
+    so the other practice may have an A too), and records RA, C1, H1 suffixed with the
+    practice's number when it is not P1 (record ids are their table's key)."""
+    tag = "" if practice == "P1" else practice[1:]
     write_delivery(landing, delivery_id, "2020-01-31", "Vision", [practice], {
         "practices": [(practice, region)],
         "patients": [("A", practice, 1970, "F", "White", 3, "urban", None)],
-        "registrations": [("RA", "A", practice, "2010-01-01", None)],
-        "consultations": [("C1", "A", practice, consulted, "face_to_face", "gp")],
-        "hospital_attendances": [("H1", "A", practice, attended, "ae")],
+        "registrations": [(f"RA{tag}", "A", practice, "2010-01-01", None)],
+        "consultations": [(f"C1{tag}", "A", practice, consulted, "face_to_face", "gp")],
+        "hospital_attendances": [(f"H1{tag}", "A", practice, attended, "ae")],
     })
 
 
@@ -59,17 +61,22 @@ def test_a_delta_touches_only_the_rows_of_its_own_practices(tmp_path, paths):
     one_patient_practice(landing, "2020-01-31_vision_002", "P2", "London", "2019-03-03",
                          "2019-04-04")
     write_delivery(landing, "2020-02-29_vision_003", "2020-02-29", "Vision", ["P1"], {
-        "consultations": [("C1", "A", "P1", "2019-01-02", "telephone", "gp")],
-        "deletions": [("hospital_attendances", "H1")],
+        "consultations": [("C1", "A", "P1", "2019-01-02", "telephone", "gp"),
+                          ("C12", "A", "P1", "2019-01-03", "video", "gp")],  # P2's id
+        "deletions": [("hospital_attendances", "H1"), ("hospital_attendances", "H12")],
     }, kind="delta")
     report = ingest_landing(paths, landing)
     assert [o.status for o in report.outcomes] == ["applied"] * 3
     data = raw_data(paths)
-    # P1's C1 is updated and its H1 deleted; P2's C1 and H1, same ids, are untouched.
+    # P1's C1 is updated and its H1 deleted; P2's C12 and H12, named by P1's delta, are
+    # untouched: the delta's C12 is quarantined and its deletion of H12 finds nothing of P1's.
     assert data["consultations"] == [("C1", "A", "P1", D("2019-01-02"), "telephone", "gp"),
-                                     ("C1", "A", "P2", D("2019-03-03"), "face_to_face", "gp")]
-    assert data["hospital_attendances"] == [("H1", "A", "P2", D("2019-04-04"), "ae")]
+                                     ("C12", "A", "P2", D("2019-03-03"), "face_to_face", "gp")]
+    assert data["hospital_attendances"] == [("H12", "A", "P2", D("2019-04-04"), "ae")]
     assert len(data["patients"]) == 2 and len(data["registrations"]) == 2
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        assert con.execute("select row_json->>'$.consultation_id', rule from audit.quarantine"
+                           ).fetchall() == [("C12", "key_in_other_practice")]
 
 
 def test_a_correction_that_breaks_a_rule_is_quarantined_and_replaces_nothing(tmp_path, paths):
