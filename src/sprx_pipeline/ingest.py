@@ -285,7 +285,7 @@ def table_rules(spec: TableSpec, manifest: Manifest) -> list[tuple[str, str]]:
 
 def _keyed_across_practices(spec: TableSpec) -> bool:
     """Tables whose contract key is a record id alone, so it must be unique across practices."""
-    return spec.name in TABLES and spec.key != ("practice_id",) and "practice_id" not in spec.key
+    return spec.name in TABLES and "practice_id" not in spec.key
 
 
 def _other_keys(table: str) -> str:
