@@ -170,7 +170,6 @@ def _staged(table: str) -> str:
 
 def stage_file(con: duckdb.DuckDBPyConnection, entry: contract.FileEntry, spec: TableSpec) -> int:
     """Load a table file into temp table `_in_<table>`, every column as text, and count it."""
-    header = read_header(entry)
     if entry.format == "parquet":
         schema = pq.read_schema(entry.path)
         select = ", ".join(f"{parquet_text(c.name, c.kind, schema.field(c.name).type)} as {c.name}"
@@ -178,7 +177,7 @@ def stage_file(con: duckdb.DuckDBPyConnection, entry: contract.FileEntry, spec: 
         source = "read_parquet(?)"
     else:
         select = ", ".join(spec.column_names)
-        columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in header) + "}"
+        columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in read_header(entry)) + "}"
         source = (f"read_csv(?, header = true, delim = ',', quote = '\"', escape = '\"', "
                   f"auto_detect = false, strict_mode = true, columns = {columns})")
     try:
