@@ -121,11 +121,11 @@ def suites_digest(folder: Path = EXPECTATIONS_DIR) -> str:
 
 
 def input_fingerprint(con: duckdb.DuckDBPyConnection, codelist: Codelist,
-                      merged_vars: dict[str, Any]) -> str:
+                      build_fingerprint: str) -> str:
     """SHA-256 of everything a build and its publication read, so equal fingerprints mean
     equal published content: the deliveries as recorded (applied and refused, by manifest
-    hash), the codelist pulls, the active codelist, the build's scope fingerprint (dbt
-    project, codelist, dbt vars, engine versions), the expectation suites and this
+    hash), the codelist pulls, the active codelist, `build_fingerprint` (scope.fingerprint:
+    dbt project, codelist, dbt vars, engine versions), the expectation suites and this
     package's version. Clock times and build ids are left out on purpose."""
     parts = {
         "package": __version__,
@@ -135,7 +135,7 @@ def input_fingerprint(con: duckdb.DuckDBPyConnection, codelist: Codelist,
             "select codelist, version, sha256, source, status, reason from audit.codelist_pulls "
             "order by pulled_at, codelist").fetchall(),
         "codelist": [codelist.name, codelist.version, codelist.sha256],
-        "build": scope.fingerprint(codelist.sha256, merged_vars),
+        "build": build_fingerprint,
         "expectations": suites_digest(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -170,7 +170,7 @@ def open_build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, An
             "(?, now()::timestamp, null, 'running', ?, ?, ?, ?, ?)",
             [build_id, codelist.name, codelist.version, codelist.sha256,
              json.dumps(merged_vars, sort_keys=True),
-             input_fingerprint(con, codelist, merged_vars)])
+             input_fingerprint(con, codelist, build_fingerprint)])
         scope.record(con, build_id, planned)
     crash_point("build.started")
     return build_id, merged_vars, planned

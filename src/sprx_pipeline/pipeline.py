@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import build as dbt_build
-from . import codelists, ingest, publish, quality
+from . import codelists, ingest, publish, quality, scope
 from .config import SP_CODELIST, WarehousePaths
 from .warehouse import connect, writer_lock
 
@@ -150,8 +150,8 @@ def current_publication(paths: WarehousePaths, codelist: codelists.Codelist,
     with connect(paths.work, read_only=True) as con:
         latest = con.execute("select build_id, status, input_fingerprint from audit.builds "
                              "order by started_at desc, build_id desc limit 1").fetchone()
-        fingerprint = dbt_build.input_fingerprint(con, codelist,
-                                                  dbt_build.build_vars(codelist, dbt_vars))
+        fingerprint = dbt_build.input_fingerprint(con, codelist, scope.fingerprint(
+            codelist.sha256, dbt_build.build_vars(codelist, dbt_vars)))
     return published_id if latest == (published_id, "published", fingerprint) else None
 
 
