@@ -5,13 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LANDING ?= data/landing
 WAREHOUSE ?= data/warehouse/sprx.duckdb
-PATIENTS ?= 20000
-PRACTICES ?= 20
+PATIENTS ?= 40000
+PRACTICES ?= 10
 SEED ?= 42
 RELEASE ?= data/release
 REPORT ?= data/report.html
 
-.PHONY: setup system-packages demo test clean bench
+.PHONY: setup system-packages demo test clean bench validate
 
 setup: $(STAMP) system-packages
 
@@ -55,3 +55,10 @@ SIZES ?= 100000 1000000
 REPEATS ?= 1
 bench: setup
 	$(BIN)/python benchmarks/bench.py --sizes $(SIZES) --repeats $(REPEATS)
+
+# `make validate`: bias and coverage of the effect estimate over many generated extracts with a
+# known causal effect (docs/validation.md; about half an hour; not part of `make test`).
+SEEDS ?= 25
+EFFECTS ?= 1.0 0.8
+validate: setup
+	$(BIN)/python benchmarks/validate.py --seeds $(SEEDS) --effects $(EFFECTS)

@@ -48,18 +48,18 @@ def test_scheduled_extracts_trigger_the_warehouse_build_through_the_asset(tmp_pa
 
         build = airflow.wait_for_new_run("sprx_warehouse", run_type="asset_triggered",
                                          timeout=120)
-        # A hang guard, not a speed target: 41 dbt tasks run one at a time through the
+        # A hang guard, not a speed target: 50 dbt tasks run one at a time through the
         # one-slot pool, about 20 s each on a 2-core machine shared with other test runs.
         state = airflow.wait_for_run("sprx_warehouse", build["dag_run_id"], timeout=1800)
         assert state == "success"
         tasks = {ti["task_id"]: ti["state"]
                  for ti in airflow.task_instances("sprx_warehouse", build["dag_run_id"])}
         assert tasks["check_loaded"] == tasks["quality_gate"] == tasks["publish"] == "success"
-        assert len([t for t in tasks if t.startswith("dbt_build.")]) == 43  # 40 models, 3 tests
+        assert len([t for t in tasks if t.startswith("dbt_build.")]) == 50  # 47 models, 3 tests
     assert airflow.leftover_processes() == []
     print(f"\nreal-scheduler test: {time.monotonic() - started:.0f} s from start to clean stop")
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        assert con.execute("select count(*) from marts.sp_patient_outcomes").fetchone() == (6,)
+        assert con.execute("select count(*) from marts.sp_patient_outcomes").fetchone() == (8,)
         assert con.execute("select status from audit.builds").fetchall() == [("success",)]
     shutil.rmtree(tmp_path / "airflow", ignore_errors=True)

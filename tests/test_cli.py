@@ -48,9 +48,9 @@ def test_run_on_the_tiny_extract_prints_the_summary_and_publishes(tmp_path):
     result = sprx("run", "--landing", str(landing), "--warehouse", str(warehouse))
     assert result.returncode == 0, result.stderr
     assert "deliveries: 2 applied, 0 refused, 0 unchanged" in result.stdout
-    assert "referred patients" in result.stdout and "1092.47" in result.stdout
+    assert "referred patients" in result.stdout and "1334.98" in result.stdout
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        assert con.execute("select count(*) from marts.sp_patient_outcomes").fetchone() == (6,)
+        assert con.execute("select count(*) from marts.sp_patient_outcomes").fetchone() == (8,)
     again = sprx("run", "--landing", str(landing), "--warehouse", str(warehouse))
     assert again.returncode == 0
     assert "deliveries: 0 applied, 0 refused, 2 unchanged" in again.stdout

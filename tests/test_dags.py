@@ -74,8 +74,8 @@ def test_three_dags_in_sequence_publish_the_same_marts_as_sprx_run(deployment, t
     assert tasks["apply_delivery[2019-06-30_tpp_001]"] == "success"
     assert tasks["apply_delivery[2020-01-31_emis_001]"] == "success"
     warehouse_tasks = result["runs"]["sprx_warehouse"]["tasks"]
-    # one `dbt build` task per model (40) and one per test with two parents (3)
-    assert sum(name.startswith("dbt_build.") for name in warehouse_tasks) == 43
+    # one `dbt build` task per model (47) and one per test with two parents (3)
+    assert sum(name.startswith("dbt_build.") for name in warehouse_tasks) == 50
     assert warehouse_tasks["check_loaded"] == warehouse_tasks["quality_gate"] == "success"
     assert warehouse_tasks["publish"] == "success"
 
@@ -83,7 +83,7 @@ def test_three_dags_in_sequence_publish_the_same_marts_as_sprx_run(deployment, t
     run_pipeline(landing, cli_warehouse)
     assert marts(warehouse) == marts(cli_warehouse)
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        assert con.execute("select count(*) from marts.sp_patient_outcomes").fetchone() == (6,)
+        assert con.execute("select count(*) from marts.sp_patient_outcomes").fetchone() == (8,)
 
 
 def test_a_refused_delivery_fails_only_its_own_mapped_task(deployment):

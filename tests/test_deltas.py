@@ -149,14 +149,15 @@ def test_a_full_delivery_after_deltas_equals_a_clean_load_of_it(tmp_path):
     # Every raw row, `_delivery_id` included: the full delivery replaced all of P001.
     raw_a, raw_b = (contents(p.work, schemas=("raw",)) for p in (after_deltas, clean))
     assert differences(raw_a, raw_b) == []
-    assert len(raw_a["raw.consultations"]) == 22  # C31 after death is quarantined again
+    assert len(raw_a["raw.consultations"]) == 32  # C31 after death is quarantined again
 
 
 @pytest.mark.slow
 def test_a_correction_changes_the_marts_exactly_as_worked_out(tiny, tmp_path):
     """The tiny extract published, then the delta of `write_tiny_correction`:
     C02 (EDGE, index - 365, pre) moves to index - 366 (out); E07, NEWREG's only referral,
-    is deleted, so NEWREG is no longer a referred patient."""
+    is deleted, so NEWREG is no longer a referred patient. EDGE's recent use at its index
+    becomes (0, 0, 1), so CTRL1 and CTRL5, both (0, 1, 1), no longer match it."""
     site = Site(tiny.landing.parent).copy_to(tmp_path)
     write_tiny_correction(site.landing)
     paths = site.paths
@@ -167,31 +168,35 @@ def test_a_correction_changes_the_marts_exactly_as_worked_out(tiny, tmp_path):
         def rows(sql: str) -> list[tuple]:
             return con.execute(sql).fetchall()
 
-        # Five referred patients: NEWREG is gone; EDGE's pre consultations 1 -> 0 (C02 out,
-        # C01 was already out); every other outcome as in tests/test_linkage.py.
+        # Seven referred patients: NEWREG is gone; EDGE's pre consultations 1 -> 0 (C02 out,
+        # C01 was already out); every other outcome as in tests/test_linkage.py (CTRL5's C72
+        # and CTRL6's C82 are telephone consultations).
         assert rows("select patient_id, pre_consultations, pre_consultations_telephone, "
                     "post_consultations from marts.sp_patient_outcomes order by 1") == [
-            ("DEATH", 0, 0, 1), ("DEREG", 1, 0, 1), ("EDGE", 0, 0, 2), ("EXTRACT", 1, 0, 1),
-            ("LEAP", 2, 1, 1)]
-        # Referred pre: 6 consultations - EDGE's C02 - NEWREG's C41 = 4, over
-        # 2006 - 181 (NEWREG's pre days) = 1825 days = 4.9966 py: 4000 / 4.9966 = 800.55.
-        # Referred post: 6 - NEWREG's 0 = 6, over 1449 - 365 = 1084 days = 2.9678 py:
-        # 6000 / 2.9678 = 2021.68. Controls (CTRL1 for EDGE) unchanged.
+            ("CTRL5", 1, 1, 1), ("CTRL6", 3, 1, 1), ("DEATH", 0, 0, 1), ("DEREG", 1, 0, 1),
+            ("EDGE", 0, 0, 2), ("EXTRACT", 1, 0, 1), ("LEAP", 2, 1, 1)]
+        # EDGE lost both controls; CTRL5 keeps CTRL2.
+        assert rows("select case_patient_id, control_patient_id from "
+                    "marts.sp_matched_controls") == [("CTRL5", "CTRL2")]
+        # Referred pre: 10 consultations - EDGE's C02 - NEWREG's C41 = 8, over
+        # 2736 - 181 (NEWREG's pre days) = 2555 days = 6.9952 py: 8000 / 6.9952 = 1143.64.
+        # Referred post: 8 - NEWREG's 0 = 8, over 2179 - 365 = 1814 days = 4.9665 py:
+        # 8000 / 4.9665 = 1610.80. Controls: CTRL2 alone, 1 consultation before, none after.
         assert rows('select cohort, "window", patients, events, person_days, person_years, '
                     "rate_per_1000_py from marts.sp_outcome_summary where measure = "
                     "'consultations' order by 1, 2 desc") == [
             ("control", "pre", 1, 1, 365, 0.9993, 1000.68),
-            ("control", "post", 1, 1, 365, 0.9993, 1000.68),
-            ("referred", "pre", 5, 4, 1825, 4.9966, 800.55),
-            ("referred", "post", 5, 6, 1084, 2.9678, 2021.68)]
-        # 10 referral-coded events less E07.
-        assert rows("select count(*) from marts.sp_referrals where category = 'referral'") == [(9,)]
-        # March 2017: NEWREG's referral was its one referral; 12 still registered on the 15th
-        # (11 at P001, NEWREG included, + EXTRACT at P002).
+            ("control", "post", 1, 0, 365, 0.9993, 0.0),
+            ("referred", "pre", 7, 8, 2555, 6.9952, 1143.64),
+            ("referred", "post", 7, 8, 1814, 4.9665, 1610.8)]
+        # 12 referral-coded events less E07.
+        assert rows("select count(*) from marts.sp_referrals where category = 'referral'") == [(11,)]
+        # March 2017: NEWREG's referral was its one referral; 14 still registered on the 15th
+        # (13 at P001, NEWREG included, + EXTRACT at P002).
         assert rows("select referred_patients, registered_patients, rate_per_100k from "
                     "marts.sp_uptake_monthly where month = date '2017-03-01' and group_type "
-                    "= 'all'") == [(0, 12, 0.0)]
+                    "= 'all'") == [(0, 14, 0.0)]
         # The delta is accounted for like any delivery: one consultation received and loaded.
         assert rows("select delivery_id, consultations_received, consultations_loaded from "
                     "marts.dq_practice_feedback where practice_id = 'P001' order by 1") == [
-            ("2020-01-31_emis_001", 21, 20), (CORRECTION_DELIVERY, 1, 1)]
+            ("2020-01-31_emis_001", 31, 30), (CORRECTION_DELIVERY, 1, 1)]

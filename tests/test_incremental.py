@@ -34,7 +34,7 @@ def marts_of(paths: WarehousePaths) -> dict[str, list[tuple]]:
     with duckdb.connect(str(paths.work), read_only=True) as con:
         marts = [name for (name,) in con.execute("select table_name from duckdb_tables() "
                                                  "where schema_name = 'marts' order by 1").fetchall()]
-        assert len(marts) == 11, marts
+        assert len(marts) == 12, marts
         return {mart: con.execute(f"select * from marts.{mart} order by all").fetchall()
                 for mart in marts}
 
@@ -63,11 +63,16 @@ def test_a_delta_for_one_practice_rebuilds_that_practice_only_and_equals_a_full_
     assert outcome_rows(paths, columns, "'EDGE', 'CTRL1'") == [
         ("CTRL1", D("2018-01-01"), 56, "50-59", 365, 365, 2, 0),
         ("EDGE", D("2017-06-15"), 57, "50-59", 365, 365, 1, 3)]
-    # EDGE loses CTRL1 (referred before EDGE's index + 365) and has no other candidate;
-    # CTRL1 draws CTRL2 (registered from 2017-01-01, the first day of CTRL1's pre window).
+    # EDGE keeps CTRL1: as of EDGE's index (2017-06-15) CTRL1 was not yet referred, so it
+    # stays eligible, now censored the day before its referral: 2017-12-31, 199 days, with
+    # C51 (2017-12-01) still inside. CTRL1's own trial finds nobody: its recent use is
+    # (1, 1, 0) (C51; C50; no A&E in the year), and CTRL2 (0, 1, 0) and CTRL5 (0, 0, 0) differ.
     with duckdb.connect(str(paths.work), read_only=True) as con:
-        assert con.execute("select case_patient_id, control_patient_id, control_number "
-                           "from marts.sp_matched_controls").fetchall() == [("CTRL1", "CTRL2", 1)]
+        assert con.execute("select case_patient_id, control_patient_id, control_number, "
+                           "post_days, post_consultations, censored_at_referral from "
+                           "marts.sp_matched_controls order by 1, 3").fetchall() == [
+            ("CTRL5", "CTRL2", 1, 365, 0, False), ("EDGE", "CTRL1", 1, 199, 1, True),
+            ("EDGE", "CTRL5", 2, 258, 1, True)]
     # P002 was not rebuilt and did not change.
     p002 = [r for r in incremental["sp_patient_outcomes"] if "P002" in r]
     assert len(p002) == 1 and p002 == [r for r in before["sp_patient_outcomes"] if "P002" in r]

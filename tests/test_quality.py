@@ -1,8 +1,8 @@
 """The quality gate: Great Expectations checkpoints after loading and before publishing.
 
-Counts below are worked out from tests/tiny_extract.py: 12 patients (NEWREG without a
-rurality, EXTRACT of Unknown ethnicity), 23 consultations of which C31 (after DEATH's death)
-is quarantined, 6 referred patients and 1 matched control.
+Counts below are worked out from tests/tiny_extract.py: 14 patients (NEWREG without a
+rurality, EXTRACT of Unknown ethnicity), 33 consultations of which C31 (after DEATH's death)
+is quarantined, 8 referred patients and 3 matched controls.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tiny_extract import write_tiny_extract
 
 SPRX = str(Path(sys.executable).with_name("sprx"))
 MARTS = ("sp_referrals", "sp_patient_outcomes", "sp_matched_controls", "sp_outcome_summary",
-         "sp_uptake_monthly", "dq_practice_feedback")
+         "sp_uptake_monthly", "sp_covariate_balance", "dq_practice_feedback")
 
 
 def test_the_suites_kept_in_expectations_are_those_the_code_defines():
@@ -61,18 +61,25 @@ def test_the_tiny_extract_passes_both_stages_and_every_check_is_recorded(tiny):
             checked, failing in tiny.query(
                 "select stage, suite, check_name, status, rows_checked, rows_failing "
                 "from audit.quality_checks")}
-    assert {status for status, _, _ in rows.values()} == {"pass"}
+    # One warning: after matching, the two matched cases (both 57 at index) are older than
+    # their controls: EDGE's CTRL1 (55) and CTRL5 (56), weighted 1/2 each, and CTRL5's CTRL2
+    # (56): weighted mean 55.75, variance (0.5 * 0.75^2 + 0.5 * 0.25^2 + 0.25^2) / 2 = 0.1875,
+    # SMD 1.25 / sqrt(0.1875 / 2) = 4.08 on age, the one of the 20 covariate rows above 0.1.
+    assert {key: value for key, value in rows.items() if value[0] != "pass"} == {
+        ("marts", "marts.sp_covariate_balance", "balanced_after_matching"): ("warn", 20, 1)}
+    assert tiny.query("select smd_after from marts.sp_covariate_balance where subgroup = 'all' "
+                      "and covariate = 'age_at_index'") == [(4.0825,)]
     assert {stage for stage, _, _ in rows} == {"loaded", "marts"}
     assert {suite for _, suite, _ in rows} == set(all_suites()) | {"audit.delivery_tables"}
-    # NEWREG has no rurality and EXTRACT an Unknown ethnicity: 1 of 12 each, under 10% and 25%
-    assert rows["loaded", "raw.patients", "rural_urban_recorded"] == ("pass", 12, 1)
-    assert rows["loaded", "raw.patients", "ethnicity_recorded"] == ("pass", 12, 1)
-    # 23 consultations delivered, C31 quarantined: 22 loaded and checked
-    assert rows["loaded", "raw.consultations", "consultation_id_unique"] == ("pass", 22, 0)
+    # NEWREG has no rurality and EXTRACT an Unknown ethnicity: 1 of 14 each, under 10% and 25%
+    assert rows["loaded", "raw.patients", "rural_urban_recorded"] == ("pass", 14, 1)
+    assert rows["loaded", "raw.patients", "ethnicity_recorded"] == ("pass", 14, 1)
+    # 33 consultations delivered, C31 quarantined: 32 loaded and checked
+    assert rows["loaded", "raw.consultations", "consultation_id_unique"] == ("pass", 32, 0)
     assert rows["marts", "marts.sp_patient_outcomes", "pre_days_between_0_and_window_days"] == (
-        "pass", 6, 0)
+        "pass", 8, 0)
     assert rows["marts", "marts.sp_matched_controls", "pre_window_fully_registered"] == (
-        "pass", 1, 0)
+        "pass", 3, 0)
     # two deliveries of six tables each, every one received = loaded + quarantined
     assert rows["marts", "audit.delivery_tables", "row_accounting"] == ("pass", 12, 0)
     docs = tiny.paths.quality_dir / quality.DATA_DOCS
@@ -111,7 +118,7 @@ def test_a_bad_row_written_past_the_loader_is_caught_and_never_published(warehou
     check = subprocess.run([SPRX, "check", "--stage", "loaded", *args], capture_output=True,
                            text=True, timeout=300)
     assert check.returncode == 2
-    assert ("error raw.patients sex_allowed (conformance/value): 1 of 13 rows (7.69%) fail; "
+    assert ("error raw.patients sex_allowed (conformance/value): 1 of 15 rows (6.67%) fail; "
             "threshold 0%; e.g. X") in check.stderr
     assert "Traceback" not in check.stderr
     refused = subprocess.run([SPRX, "publish", *args], capture_output=True, text=True, timeout=300)
@@ -135,9 +142,9 @@ def test_a_failing_mart_check_blocks_publication_and_says_by_how_much(warehouse)
     with pytest.raises(quality.QualityGateError) as failure:
         pipeline.quality_gate(warehouse, "marts")
     message = str(failure.value)
-    assert "55 checks over all practices: 54 passed, 0 warnings, 1 failed" in message
+    assert "58 checks over all practices: 56 passed, 1 warnings, 1 failed" in message
     assert ("error marts.sp_patient_outcomes pre_days_between_0_and_window_days "
-            "(conformance/computational): 1 of 6 rows (16.67%) fail; threshold 0%; e.g. 400"
+            "(conformance/computational): 1 of 8 rows (12.50%) fail; threshold 0%; e.g. 400"
             in message)
     with pytest.raises(quality.QualityGateError, match="1 checks failed at stage marts"):
         pipeline.publish_warehouse(warehouse)
@@ -146,7 +153,7 @@ def test_a_failing_mart_check_blocks_publication_and_says_by_how_much(warehouse)
         assert con.execute("select status, rows_failing, pct_failing from audit.quality_checks "
                            "where check_name = 'pre_days_between_0_and_window_days' "
                            "order by checked_at desc limit 1").fetchone() == (
-                                   "fail", 1, pytest.approx(100 / 6))
+                                   "fail", 1, pytest.approx(100 / 8))
 
 
 def test_raw_tables_above_the_sample_size_are_checked_on_a_repeatable_sample(warehouse,
@@ -157,10 +164,10 @@ def test_raw_tables_above_the_sample_size_are_checked_on_a_repeatable_sample(war
         report = pipeline.quality_gate(warehouse, "loaded")
         unique = next(c for c in report.checks if c.name == "consultation_id_unique")
         checked.append(unique.rows_checked)
-        assert unique.table_rows == 22 and 0 < unique.rows_checked < 22  # ~10: Bernoulli
-        assert unique.detail.endswith(f"(sampled {unique.rows_checked} of 22 rows)")
+        assert unique.table_rows == 32 and 0 < unique.rows_checked < 32  # ~10: Bernoulli
+        assert unique.detail.endswith(f"(sampled {unique.rows_checked} of 32 rows)")
         patients = next(c for c in report.checks if c.name == "sex_allowed")
-        assert patients.table_rows == 12 and patients.rows_checked < 12
+        assert patients.table_rows == 14 and patients.rows_checked < 14
     assert checked[0] == checked[1]  # the same seed, the same sample
 
 
@@ -174,13 +181,13 @@ def test_a_build_checks_only_the_practices_it_rebuilt(warehouse, tmp_path):
     checked = pipeline.build_warehouse(warehouse)
     assert checked.loaded_gate.scope == checked.gate.scope == "the 1 practice(s) rebuilt"
     rows = {c.name: (c.rows_checked, c.table_rows) for c in checked.loaded_gate.checks}
-    assert rows["sex_allowed"] == (1, 1)        # P002's one patient, not P001's eleven
+    assert rows["sex_allowed"] == (1, 1)        # P002's one patient, not P001's thirteen
     assert rows["consultation_id_unique"] == (0, 0)  # P002 now sends no consultations
     outcomes = {c.name: c.rows_checked for c in checked.gate.checks
                 if c.suite == "marts.sp_patient_outcomes"}
     assert outcomes["practice_id_patient_id_unique"] == 0  # EXTRACT's referral is gone
     everything = pipeline.quality_gate(warehouse, "loaded")  # `sprx check`: every practice
-    assert {c.name: c.rows_checked for c in everything.checks}["sex_allowed"] == 12
+    assert {c.name: c.rows_checked for c in everything.checks}["sex_allowed"] == 14
 
 
 def test_a_practice_without_deaths_or_consultations_passes_its_date_checks(tmp_path):

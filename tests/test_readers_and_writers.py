@@ -1,8 +1,8 @@
 """Readers and writers at the same time, as real processes.
 
-One scenario, run once for the module: the tiny extract is published (six referred
+One scenario, run once for the module: the tiny extract is published (eight referred
 patients); a reader process queries the published file in a loop; a correction delta
-arrives and run A ingests, builds and publishes it (five referred patients). While A runs,
+arrives and run A ingests, builds and publishes it (seven referred patients). While A runs,
 run B is started without waiting and run C with `--wait`. Then the warehouse is published
 five times more while the reader still reads. The tests below check what each saw.
 """
@@ -113,10 +113,10 @@ def test_a_reader_never_gets_an_error_nor_a_mix_of_two_publications(scenario):
     by_build = {}
     for look in looks:
         by_build.setdefault(look["build_id"], set()).add(look["outcomes"])
-    # Both versions seen, each build with one answer: 6 referred patients before the
-    # correction, 5 after (NEWREG's referral deleted), in that order.
-    assert sorted(by_build.values(), key=min) == [{5}, {6}]
-    assert looks[0]["outcomes"] == 6 and looks[-1]["outcomes"] == 5
+    # Both versions seen, each build with one answer: 8 referred patients before the
+    # correction, 7 after (NEWREG's referral deleted), in that order.
+    assert sorted(by_build.values(), key=min) == [{7}, {8}]
+    assert looks[0]["outcomes"] == 8 and looks[-1]["outcomes"] == 7
     # Readers crossed many swaps: of the seven publications (the tiny extract's, A's and
     # five republications, each with its own published_at), at least six were seen.
     assert len({look["published_at"] for look in looks}) >= 2 + REPUBLISHES - 1

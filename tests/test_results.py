@@ -32,22 +32,25 @@ SPRX = str(Path(sys.executable).with_name("sprx"))
 Z = 1.959963985
 
 # Referred consultations (pre_days, post_days, pre, post), from EXPECTED_OUTCOMES:
-# DEATH 365/108 0/1, DEREG 365/80 1/1, EDGE 365/365 1/2, EXTRACT 365/166 1/1,
-# LEAP 365/365 2/1, NEWREG 181/365 1/0. Pre: 6 events over 2006 days; post: 6 over 1449.
-# Ratio (6/1449) / (6/2006) = 2006/1449 = 1.384403.
+# CTRL5 365/365 1/1, CTRL6 365/365 3/1, DEATH 365/108 0/1, DEREG 365/80 1/1,
+# EDGE 365/365 1/2, EXTRACT 365/166 1/1, LEAP 365/365 2/1, NEWREG 181/365 1/0.
+# Pre: 10 events over 2736 days; post: 8 over 2179.
+# Ratio (8/2179) / (10/2736) = 21888/21790 = 1.004497.
 # Influence of each patient (each is its own matched set) on log(post/pre), with
-# R_pre = 6/2006 and R_post = 6/1449 a day:
-#   (post - 6 * post_days/1449)/6 - (pre - 6 * pre_days/2006)/6
-# DEATH  (1 - 0.447205) - (0 - 1.091725) = 1.644520
-# DEREG  (1 - 0.331263) - (1 - 1.091725) = 0.760462
-# EDGE   (2 - 1.511387) - (1 - 1.091725) = 0.580338
-# EXTRACT(1 - 0.687371) - (1 - 1.091725) = 0.404354
-# LEAP   (1 - 1.511387) - (2 - 1.091725) = -1.419662
-# NEWREG (0 - 1.511387) - (1 - 0.541376) = -1.970011   (all divided by 6)
-# Sum of squares 9.679425 / 36 = 0.268873: se = 0.518530;
-# 95% CI 1.384403 * exp(-+1.959964 * 0.518530) = 0.5011 .. 3.8250.
-CONSULTATION_RATIO, CONSULTATION_SE = 1.3844, 0.518530
-CONSULTATION_CI = (0.5011, 3.8250)
+# R_pre = 10/2736 and R_post = 8/2179 a day:
+#   (post - 8 * post_days/2179)/8 - (pre - 10 * pre_days/2736)/10
+# CTRL5  (1 - 1.340064)/8 - (1 - 1.334064)/10 = -0.009102
+# CTRL6  (1 - 1.340064)/8 - (3 - 1.334064)/10 = -0.209102
+# DEATH  (1 - 0.396512)/8 - (0 - 1.334064)/10 =  0.208842
+# DEREG  (1 - 0.293713)/8 - (1 - 1.334064)/10 =  0.121692
+# EDGE   (2 - 1.340064)/8 - (1 - 1.334064)/10 =  0.115898
+# EXTRACT(1 - 0.609454)/8 - (1 - 1.334064)/10 =  0.082225
+# LEAP   (1 - 1.340064)/8 - (2 - 1.334064)/10 = -0.109102
+# NEWREG (0 - 1.340064)/8 - (1 - 0.661550)/10 = -0.201353
+# Sum of squares 0.174870: se = 0.418175;
+# 95% CI 1.004497 * exp(-+1.959964 * 0.418175) = 0.4426 .. 2.2798.
+CONSULTATION_RATIO, CONSULTATION_SE = 1.0045, 0.418175
+CONSULTATION_CI = (0.4426, 2.2798)
 
 
 def effect(tiny, subgroup: str, measure: str, estimate: str) -> tuple:
@@ -61,17 +64,44 @@ def test_referred_consultation_ratio_and_interval_match_the_hand_working(tiny):
     assert (ratio, log_se, lower, upper) == (CONSULTATION_RATIO, CONSULTATION_SE,
                                              *CONSULTATION_CI)
     # The bounds follow from the rounded se too (to the 4th decimal).
-    assert lower == pytest.approx(2006 / 1449 * math.exp(-Z * 0.518530), abs=1e-4)
+    assert lower == pytest.approx(21888 / 21790 * math.exp(-Z * 0.418175), abs=1e-4)
 
 
-def test_ae_ratio_and_estimates_without_an_interval(tiny):
-    # A&E: pre 1 event (EDGE's H01) over 2006 days; post 2 (DEATH's H05, DEREG's H06) over
-    # 1449: (2/1449) / (1/2006) = 4012/1449 = 2.7688.
-    assert effect(tiny, "all", "ae_attendances", "referred_post_vs_pre")[0] == 2.7688
-    # Controls: CTRL1 alone (1 consultation before, 1 after, 365 days each): ratio 1, but one
-    # matched set gives no sandwich variance, so no interval; nor for the ratio of ratios.
-    assert effect(tiny, "all", "consultations", "control_post_vs_pre") == (1.0, None, None, None)
-    assert effect(tiny, "all", "consultations", "ratio_of_ratios") == (1.3844, None, None, None)
+def test_effect_compares_post_window_rates_within_matched_sets(tiny):
+    # Two matched sets. EDGE: case 2 consultations in 365 post days; controls CTRL1 (1 in
+    # 365) and CTRL5 (1 in 258, censored at its referral): E0 = 2, T0 = 623. CTRL5 as a
+    # case: 1 in 365; its control CTRL2: 0 in 365. Mantel-Haenszel terms
+    # a = E1 T0 / (T1 + T0), b = E0 T1 / (T1 + T0): EDGE 2 * 623 / 988 = 1.261134 and
+    # 2 * 365 / 988 = 0.738866; CTRL5 1 * 365 / 730 = 0.5 and 0. RR = 1.761134 / 0.738866
+    # = 2.383562. Residuals a - RR b: 1.261134 - 1.761134 = -0.5, and 0.5; se =
+    # sqrt(0.5) / 1.761134 = 0.401507; 95% CI 2.3836 * exp(-+1.959964 * 0.401507) =
+    # 1.0851 .. 5.2359. Its inputs are the matched sets' only: 2 cases, 3 controls.
+    assert effect(tiny, "all", "consultations", "effect") == (2.3836, 0.401507, 1.0851, 5.2359)
+    inputs = tiny.query("select kind, referred_patients, control_patients, "
+                        "referred_post_events, control_post_events from "
+                        "marts.sp_effect_estimates where subgroup = 'all' and measure = "
+                        "'consultations' and estimate = 'effect'")
+    assert inputs == [("causal", 2, 3, 3, 2)]
+    # A&E: no post-window attendance in either set (EDGE's H03 is day +366), so no ratio.
+    assert effect(tiny, "all", "ae_attendances", "effect")[0] is None
+
+
+def test_ae_ratio_and_estimates_of_the_controls(tiny):
+    # A&E: pre 1 event (EDGE's H01) over 2736 days; post 2 (DEATH's H05, DEREG's H06) over
+    # 2179: (2/2179) / (1/2736) = 5472/2179 = 2.5112.
+    assert effect(tiny, "all", "ae_attendances", "referred_post_vs_pre")[0] == 2.5112
+    # Controls' consultations: pre 3 over 1095 days, post 2 over 988: ratio 0.738866. Set
+    # influences (post - 2 T_post/988)/2 - (pre - 3 T_pre/1095)/3: EDGE's set (CTRL1, CTRL5:
+    # pre 2 in 730, post 2 in 623) (2 - 1.261134)/2 - (2 - 2)/3 = 0.369433; CTRL5's (CTRL2:
+    # 1 in 365, 0 in 365) (0 - 0.738866)/2 - (1 - 1)/3 = -0.369433: se 0.522457, 95% CI
+    # 0.7389 * exp(-+1.959964 * 0.522457) = 0.2654 .. 2.0572.
+    assert effect(tiny, "all", "consultations", "control_post_vs_pre") == (
+        0.7389, 0.522457, 0.2654, 2.0572)
+    # Ratio of ratios 1.004497 / 0.738866 = 1.3595; var = sum (u - v)^2 over the eight sets
+    # (v = 0 where a case has no controls): EDGE (0.115898 - 0.369433)^2, CTRL5
+    # (-0.009102 + 0.369433)^2 and the six others' u^2: se 0.596216, 95% CI 0.4226 .. 4.3740.
+    assert effect(tiny, "all", "consultations", "ratio_of_ratios") == (
+        1.3595, 0.596216, 0.4226, 4.374)
     # Emergency admissions: no referred event before index, so no ratio at all.
     assert effect(tiny, "all", "emergency_admissions", "referred_post_vs_pre") == (
         None, None, None, None)
@@ -79,24 +109,27 @@ def test_ae_ratio_and_estimates_without_an_interval(tiny):
 
 def test_homeless_subgroup_is_the_patient_found_homeless_before_index(tiny):
     # DEREG's homeless finding (2017-11-01) precedes the index (2018-01-10): 1 consultation
-    # in 365 days before, 1 in 80 after: ratio 365/80 = 4.5625; no controls, one set.
+    # in 365 days before, 1 in 80 after: ratio 365/80 = 4.5625. Controls must share the
+    # homeless finding, and nobody else has one: no controls, so no effect either.
     rows = tiny.query("select estimate, referred_patients, control_patients, ratio, ci_lower "
                       "from marts.sp_effect_estimates where subgroup = 'homeless' "
                       "and measure = 'consultations' order by estimate")
     assert rows == [("control_post_vs_pre", 1, 0, None, None),
+                    ("effect", 0, 0, None, None),
                     ("ratio_of_ratios", 1, 0, None, None),
                     ("referred_post_vs_pre", 1, 0, 4.5625, None)]
 
 
 def test_rates_carry_robust_intervals_and_agree_with_the_outcome_summary(tiny):
-    # Referred consultations before index: 6 over 2006 days = 1092.47 per 1,000 py.
-    # Residuals E - 6 * T/2006: DEATH -1.091725, DEREG, EDGE, EXTRACT -0.091725 each,
-    # LEAP 0.908275, NEWREG 1 - 0.541376 = 0.458624; squares sum 2.252402 / 36 = 0.062567,
-    # se 0.250133; 1092.47 * exp(-+1.959964 * 0.250133) = 669.11 .. 1783.71.
+    # Referred consultations before index: 10 over 2736 days = 1334.98 per 1,000 py.
+    # Residuals E - 10 * T/2736: DEATH -1.334064; CTRL5, DEREG, EDGE, EXTRACT -0.334064
+    # each; LEAP 0.665936; CTRL6 1.665936; NEWREG 1 - 0.661550 = 0.338450; squares sum
+    # 5.559484 / 100 = 0.055595, se 0.235786; 1334.98 * exp(-+1.959964 * 0.235786) =
+    # 840.96 .. 2119.22.
     rows = tiny.query("select events, person_days, rate_per_1000_py, log_se, ci_lower, ci_upper "
                       "from marts.sp_outcome_rates where subgroup = 'all' and cohort = "
                       "'referred' and measure = 'consultations' and \"window\" = 'pre'")
-    assert rows == [(6, 2006, 1092.47, 0.250133, 669.11, 1783.71)]
+    assert rows == [(10, 2736, 1334.98, 0.235786, 840.96, 2119.22)]
     mismatched = tiny.query("""
         select * from marts.sp_outcome_rates r
         join marts.sp_outcome_summary s using (cohort, measure, "window")
@@ -106,32 +139,34 @@ def test_rates_carry_robust_intervals_and_agree_with_the_outcome_summary(tiny):
 
 
 def test_matching_summary_counts_cases_by_number_of_controls(tiny):
-    # Six referred patients; only EDGE found a control (CTRL1).
+    # Eight referred patients; EDGE found two controls (CTRL1, CTRL5), CTRL5 one (CTRL2).
     rows = tiny.query("select controls_matched, cases, referred_patients, share_of_cases "
                       "from marts.sp_matching_summary order by 1")
-    assert rows == [(0, 5, 6, 0.8333), (1, 1, 6, 0.1667), (2, 0, 6, 0.0), (3, 0, 6, 0.0),
-                    (4, 0, 6, 0.0), (5, 0, 6, 0.0)]
+    assert rows == [(0, 6, 8, 0.75), (1, 1, 8, 0.125), (2, 1, 8, 0.125), (3, 0, 8, 0.0),
+                    (4, 0, 8, 0.0), (5, 0, 8, 0.0)]
 
 
 @pytest.mark.parametrize("measure, start, where, expected", [
     # Study years run Feb..Jan. 2015/16: everyone but NEWREG (from 2016-09) and CTRL2
-    # (from 2017-01) is registered: 10, nobody referred.
-    ("referred_yearly", "2015-02-01", "", (0, 10, 0.0)),
-    # 2017/18: all 11 at P001 and EXTRACT; referred EDGE, NEWREG and DEREG: 3 of 12.
-    ("referred_yearly", "2017-02-01", "", (3, 12, 0.25)),
-    # 2018/19: EXTRACT (2019-01-15) only; DEREG's 2018-05-01 code was while unregistered.
-    ("referred_yearly", "2018-02-01", "", (1, 12, 1 / 12)),
+    # (from 2017-01) is registered: 12, nobody referred.
+    ("referred_yearly", "2015-02-01", "", (0, 12, 0.0)),
+    # 2017/18: all 13 at P001 and EXTRACT; referred EDGE, CTRL6, NEWREG and DEREG: 4 of 14.
+    ("referred_yearly", "2017-02-01", "", (4, 14, 4 / 14)),
+    # 2018/19: CTRL5 (2018-03-01) and EXTRACT (2019-01-15); DEREG's 2018-05-01 code was
+    # while unregistered.
+    ("referred_yearly", "2018-02-01", "", (2, 14, 2 / 14)),
     # January 2018: DEREG, homeless since 2017-11-01, referred on the 10th; EDGE on the 1st.
     ("referred_monthly_by_homeless", "2018-01-01", "and homeless", (1, 1, 1.0)),
-    ("referred_monthly_by_homeless", "2018-01-01", "and not homeless", (1, 11, 1 / 11)),
+    ("referred_monthly_by_homeless", "2018-01-01", "and not homeless", (1, 13, 1 / 13)),
     # 2017/18 for DEREG: the finding falls inside the year, not before it, so not homeless.
-    ("referred_yearly_by_homeless", "2017-02-01", "and not homeless", (3, 12, 0.25)),
-    # 2018/19: DECLINE's decline (E09) against EXTRACT's referral (E20): 1 of 2 codes.
-    ("declined_share_yearly", "2018-02-01", "", (1, 2, 0.5)),
-    # 2017/18: four referral codes (E01, E02, E04, E07), no decline.
-    ("declined_share_yearly", "2017-02-01", "", (0, 4, 0.0)),
+    ("referred_yearly_by_homeless", "2017-02-01", "and not homeless", (4, 14, 4 / 14)),
+    # 2018/19: DECLINE's decline (E09) against CTRL5's and EXTRACT's referrals (E14, E20).
+    ("declined_share_yearly", "2018-02-01", "", (1, 3, 1 / 3)),
+    # 2017/18: five referral codes (E01, E02, E04, E07, E15), no decline.
+    ("declined_share_yearly", "2017-02-01", "", (0, 5, 0.0)),
     ("referred_yearly_by_source_system", "2019-02-01", "and source_system = 'TPP'", (0, 1, 0.0)),
-    ("referred_monthly_by_age_band", "2018-01-01", "and age_band = '50-59'", (1, 5, 0.2)),
+    # 50-59 in 2018: EDGE, CTRL1-CTRL6 (CTRL2 registered from 2017); EDGE referred.
+    ("referred_monthly_by_age_band", "2018-01-01", "and age_band = '50-59'", (1, 7, 1 / 7)),
 ])
 def test_measures_numerators_and_denominators(tiny, measure, start, where, expected):
     rows = tiny.query("select numerator, denominator, ratio from marts.sp_measures "
@@ -180,21 +215,21 @@ def test_tiny_release_redacts_small_counts_and_rounds_the_rest(tiny_release):
     rows = read_csv(tiny_release / "sp_measures.csv")
     year = [r for r in rows if r["measure"] == "referred_yearly"
             and r["interval_start"] == "2017-02-01"]
-    # numerator 3 -> redacted; denominator 12 -> 10; ratio not computable from a redaction.
+    # numerator 4 -> redacted; denominator 14 -> 15; ratio not computable from a redaction.
     assert [(r["numerator_rounded5"], r["denominator_rounded5"], r["ratio"]) for r in year] == [
-        ("", "10", "")]
+        ("", "15", "")]
     systems = {r["source_system"]: r for r in read_csv(tiny_release / "dq_source_system_summary.csv")}
-    # EMIS: 66 rows received -> 65, 65 loaded -> 65, 1 quarantined -> redacted, so the
-    # quarantine percentage (recomputed from rounded counts) is redacted too; 11 study
-    # patients -> 10, 5 referred -> redacted.
+    # EMIS: 84 rows received -> 85, 83 loaded -> 85, 1 quarantined -> redacted, so the
+    # quarantine percentage (recomputed from rounded counts) is redacted too; 13 study
+    # patients -> 15, 7 referred -> redacted.
     emis = systems["EMIS"]
     assert (emis["rows_received_rounded5"], emis["rows_loaded_rounded5"],
             emis["rows_quarantined_rounded5"], emis["quarantined_percent"],
             emis["study_patients_rounded5"], emis["referred_patients_rounded5"]) == (
-        "65", "65", "", "", "10", "")
-    # Six referred patients: every outcome count and estimate is redacted.
+        "85", "85", "", "", "15", "")
+    # Eight referred patients: every outcome count and estimate is redacted.
     effects = read_csv(tiny_release / "sp_effect_estimates.csv")
-    assert {r["ratio"] for r in effects} == {""} and len(effects) == 18
+    assert {r["ratio"] for r in effects} == {""} and len(effects) == 24
 
 
 def test_manifest_lists_files_rows_rules_and_build(tiny, tiny_release):

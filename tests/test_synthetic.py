@@ -29,7 +29,7 @@ from sprx_pipeline.contract import (
     sha256_file,
 )
 from sprx_pipeline.snomed import is_concept_id
-from sprx_pipeline.synthetic import GenerationSummary, PlantedEffect, generate
+from sprx_pipeline.synthetic import CausalModel, GenerationSummary, generate
 
 EXTRACTED_AT = date(2020, 1, 31)
 REFERRAL, DECLINED = "871731000000106", "871711000000103"
@@ -320,20 +320,58 @@ def _window_rates(con, events_sql: str) -> tuple[float, float]:
     return rates[0], rates[1]
 
 
-def test_planted_effect_is_recoverable(extract):
+def test_referral_follows_recent_use_and_use_then_falls_by_itself(extract):
+    """Referral comes when recent use is high (the model's pull of the last 90 days), and
+    the referred patients' use is lower afterwards although the true effect (0.85 here)
+    explains only part of the fall: the rest is the spell ending by itself."""
     _, con = extract
-    pre, post = _window_rates(con, "select patient_id, practice_id, consultation_date as d from consultations")
-    assert 0.70 <= post / pre <= 0.90                      # planted 1.2 / 1.5 = 0.8
-    assert pre > 5.5 * 1.2                                  # referred patients consult more
-    pre, post = _window_rates(con, """select patient_id, practice_id, attendance_date as d
-        from hospital_attendances where setting = 'ae'""")
-    assert 0.65 <= post / pre <= 0.95
+    consultations = "select patient_id, practice_id, consultation_date as d from consultations"
+    pre, post = _window_rates(con, consultations)
+    assert pre > 2 * 5.5                                     # referred patients consult more
+    assert post / pre < 0.85 * 0.97                          # more fall than the effect
+    recent = _one(con, f"""select count(*) filter (where c.consultation_date >= i.d - 90)
+            / (count(*) filter (where c.consultation_date < i.d - 90) / 275.0 * 90)
+        from idx i join consultations c using (patient_id, practice_id)
+        join reg r using (patient_id, practice_id)
+        where c.consultation_date between i.d - 365 and i.d - 1
+          and c.consultation_date between r.s and r.e and i.d - 365 >= r.s""")
+    assert recent > 1.15                                     # use peaks just before referral
+
+
+def _referred_windows(root: Path) -> dict[tuple[str, str], tuple[str, int, int]]:
+    """Per referred patient: index date, consultations in the 365 days before and after."""
+    con = _load(root)
+    con.execute(f"""create temp table first_ref as select patient_id, practice_id,
+        min(event_date) as d from clinical_events where snomed_code = '{REFERRAL}' group by all""")
+    rows = con.execute("""select f.practice_id, f.patient_id, f.d,
+            count(*) filter (where c.consultation_date between f.d - 365 and f.d - 1),
+            count(*) filter (where c.consultation_date between f.d + 1 and f.d + 365)
+        from first_ref f left join consultations c using (patient_id, practice_id)
+        group by all""").fetchall()
+    return {(p, i): (d, pre, post) for p, i, d, pre, post in rows}
+
+
+def test_the_effect_multiplies_each_referred_patients_own_counterfactual_rate(tmp_path):
+    """One seed, two effects: the worlds agree on who is referred, when, and on every
+    consultation before referral; after it, the effect thins the same patients' events."""
+    without = _referred_windows(generate(tmp_path / "null", patients=6_000, practices=3,
+                                         seed=11, model=CausalModel(effect=1.0)).out_dir)
+    with_effect = _referred_windows(generate(tmp_path / "effect", patients=6_000, practices=3,
+                                             seed=11, model=CausalModel(effect=0.7)).out_dir)
+    assert without.keys() == with_effect.keys() and len(without) > 150
+    assert all(without[k][:2] == with_effect[k][:2] for k in without)   # dates, pre counts
+    post_without = sum(v[2] for v in without.values())
+    post_with = sum(v[2] for v in with_effect.values())
+    # Each post-window consultation of the world without referral kept with probability 0.7:
+    # binomial, so within 4 standard errors of 0.7.
+    se = (0.7 * 0.3 / post_without) ** 0.5
+    assert abs(post_with / post_without - 0.7) < 4 * se
 
 
 def test_small_extract_edge_cases(tmp_path):
-    """A tiny extract, an early extract date and a falling planted rate still keep the rules."""
+    """A tiny extract, an early extract date and an effect that raises use keep the rules."""
     summary = generate(tmp_path, patients=40, practices=5, seed=3, extracted_at=date(2016, 6, 30),
-                       effect=PlantedEffect(pre_multiplier=0.5, post_multiplier=0.9))
+                       model=CausalModel(effect=1.3))
     assert summary.rows["patients"] == 40 and summary.rows["practices"] == 5
     con = _load(tmp_path, date(2016, 6, 30))
     broken = {rule: n for rule, sql in _contract_rules(date(2016, 6, 30)).items() if (n := _one(con, sql))}
@@ -345,7 +383,8 @@ def test_small_extract_edge_cases(tmp_path):
 
 @pytest.mark.parametrize("kwargs", [{"patients": 0}, {"practices": 0},
                                     {"extracted_at": date(2012, 12, 31)},
-                                    {"effect": PlantedEffect(pre_multiplier=-1.0)}])
+                                    {"model": CausalModel(effect=0.0)},
+                                    {"model": CausalModel(spell_consultation_factor=0.5)}])
 def test_bad_arguments_are_refused(tmp_path, kwargs):
     with pytest.raises(ValueError):
         generate(tmp_path, **kwargs)

@@ -13,10 +13,19 @@ extracted 2019-06-30). Study 2015-02-01..2020-01-31, windows of 365 days.
 | EXTRACT  | censored at P002's extract date 2019-06-30 (166 days) | 2019-01-15 | 365 / 166 |
 | PRESTUDY | only referral 2014-06-01, before study start: no index | - | - |
 | DECLINE  | declined 2018-05-10, never referred: no index | - | - |
-| CTRL1    | EDGE's one eligible control (F, 50-59, IMD 2) | - | - |
-| CTRL2    | not registered for EDGE's whole pre window | - | - |
-| CTRL3    | referred in 2014, before EDGE's index + 365 | - | - |
+| CTRL1    | EDGE's first control (F, 50-59, IMD 2, the same recent use as EDGE) | - | - |
+| CTRL2    | not registered for EDGE's whole pre window; CTRL5's control a year later | - | - |
+| CTRL3    | referred in 2014, before EDGE's index | - | - |
 | CTRL4    | wrong sex | - | - |
+| CTRL5    | EDGE's second control, censored at its own referral 2018-03-01 (a case then) | 2018-03-01 | 365 / 365 |
+| CTRL6    | referred on EDGE's index date, so not its control; no control of its own (3 recent consultations) | 2017-06-15 | 365 / 365 |
+
+Matching as of each index date t (docs/methods.md, decision 5), with recent use counted as
+(consultations in [t-90, t-1], consultations in [t-365, t-91], A&E in [t-365, t-1]):
+EDGE at 2017-06-15 has (0, 1, 1): C02; H01. CTRL1 has (0, 1, 1): C50; H08. CTRL5 has
+(0, 1, 1): C70; H09. Both are drawn, CTRL1 first (seeded order). CTRL5 at 2018-03-01 has
+(0, 1, 0): C72; CTRL2, registered from 2017-01-01, has (0, 1, 0): C90, and is drawn. CTRL6 at
+2017-06-15 has (3, 0, 0): C81-C83, which nobody of its sex, age band and IMD shares.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ PATIENTS = [
     ("CTRL2", P1, 1962, "F", "White", 2, "urban", None),
     ("CTRL3", P1, 1962, "F", "White", 2, "urban", None),
     ("CTRL4", P1, 1962, "M", "White", 2, "urban", None),
+    ("CTRL5", P1, 1961, "F", "White", 2, "urban", None),
+    ("CTRL6", P1, 1963, "F", "White", 2, "urban", None),
     ("EXTRACT", P2, 1975, "F", "Unknown", 3, "rural", None),
 ]
 
@@ -60,6 +71,8 @@ REGISTRATIONS = [
     ("R11", "CTRL2", P1, "2017-01-01", None),
     ("R12", "CTRL3", P1, "2010-01-01", None),
     ("R13", "CTRL4", P1, "2010-01-01", None),
+    ("R14", "CTRL5", P1, "2010-01-01", None),
+    ("R15", "CTRL6", P1, "2010-01-01", None),
     ("R20", "EXTRACT", P2, "2000-01-01", None),
 ]
 
@@ -85,6 +98,16 @@ CONSULTATIONS = [
     ("C41", "NEWREG", P1, "2016-10-10", "face_to_face", "nurse"),  # pre
     ("C50", "CTRL1", P1, "2017-01-01", "face_to_face", "gp"),    # EDGE's index: pre
     ("C51", "CTRL1", P1, "2017-12-01", "telephone", "gp"),       # EDGE's index: post
+    ("C70", "CTRL5", P1, "2016-10-01", "face_to_face", "gp"),    # EDGE's pre (earlier part)
+    ("C71", "CTRL5", P1, "2018-03-01", "face_to_face", "gp"),    # its own referral: index day
+    ("C72", "CTRL5", P1, "2017-09-01", "telephone", "gp"),       # EDGE's post; its own pre
+    ("C73", "CTRL5", P1, "2018-04-01", "face_to_face", "gp"),    # censored for EDGE; own post
+    ("C80", "CTRL6", P1, "2017-06-15", "face_to_face", "gp"),    # its referral, EDGE's index day
+    ("C81", "CTRL6", P1, "2017-04-01", "face_to_face", "gp"),    # recent (3 in 90 days)
+    ("C82", "CTRL6", P1, "2017-05-01", "telephone", "gp"),
+    ("C83", "CTRL6", P1, "2017-06-01", "face_to_face", "nurse"),
+    ("C84", "CTRL6", P1, "2017-08-01", "face_to_face", "gp"),    # post
+    ("C90", "CTRL2", P1, "2017-07-01", "face_to_face", "gp"),    # CTRL5's pre (earlier part)
     ("C60", "EXTRACT", P2, "2018-03-03", "face_to_face", "gp"),  # pre
     ("C61", "EXTRACT", P2, "2019-06-30", "face_to_face", "gp"),  # extract date: post
 ]
@@ -103,6 +126,8 @@ CLINICAL_EVENTS = [
     ("E11", "LEAP", P1, "2016-04-01", PHYSICAL_ACTIVITY, None, None),
     ("E12", "CTRL1", P1, "2017-01-01", "38341003", "C50", 140),  # not an SP code
     ("E13", "DEREG", P1, "2018-05-01", REFERRAL, None, None),     # while not registered
+    ("E14", "CTRL5", P1, "2018-03-01", REFERRAL, "C71", None),    # after EDGE's index
+    ("E15", "CTRL6", P1, "2017-06-15", REFERRAL, "C80", None),    # on EDGE's index date
     ("E20", "EXTRACT", P2, "2019-01-15", REFERRAL, None, None),
 ]
 
@@ -114,6 +139,8 @@ HOSPITAL_ATTENDANCES = [
     ("H05", "DEATH", P1, "2019-05-20", "ae"),                  # day of death: post
     ("H06", "DEREG", P1, "2018-02-01", "ae"),                  # post
     ("H07", "LEAP", P1, "2016-03-01", "ae"),                   # index day: neither
+    ("H08", "CTRL1", P1, "2016-12-01", "ae"),                  # EDGE's pre: as EDGE's H01
+    ("H09", "CTRL5", P1, "2017-02-01", "ae"),                  # EDGE's pre; before its own
 ]
 
 

@@ -197,7 +197,9 @@ def run_build(paths: WarehousePaths, build_id: str, merged_vars: dict[str, Any],
               select: list[str] | None = None,
               planned: scope.BuildScope | None = None) -> BuildReport:
     """`dbt build` an opened build; on any failure mark it failed and raise BuildError."""
-    extra = ["--select", *select] if select else []
+    # A partial build tests only what it built: a test that also reads an unselected model
+    # would fail on a fresh file (dbt's "eager" indirect selection would run it).
+    extra = ["--select", *select, "--indirect-selection", "cautious"] if select else []
     started = time.perf_counter()
     passed, failed = failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
     if failed:

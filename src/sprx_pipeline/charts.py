@@ -276,3 +276,53 @@ def bar_chart(title: str, bars: Sequence[tuple[str, float | None]], unit: str = 
                     f'height="{row_h - 7}" rx="2" fill="{colour}"/>')
         body.append(_text(label_w + w + 6, y + 15, f"{number(value)}{unit}"))
     return _svg(width, top + row_h * len(bars) + 6, title, body)
+
+
+@dataclass(frozen=True)
+class Balance:
+    label: str
+    before: float | None    # standardised mean difference before matching
+    after: float | None     # and after
+
+
+def love_plot(title: str, rows: Sequence[Balance], limit: float = 0.1, width: int = 640) -> str:
+    """A Love plot: |standardised mean difference| of each covariate before matching (open
+    circles) and after (filled), with a dashed line at `limit`; a covariate whose
+    difference was not released is listed without marks."""
+    label_w, row_h, top = 220, 20, 44
+    values = [abs(v) for r in rows for v in (r.before, r.after) if v is not None]
+    ticks = nice_ticks(max(values + [limit * 1.5]) * 1.05)
+    plot_l, plot_r = label_w, width - 20
+    height = top + row_h * len(rows) + 30
+
+    def x_at(v: float) -> float:
+        return plot_l + abs(v) / ticks[-1] * (plot_r - plot_l)
+
+    body = [_text(0, 14, title, size=13, weight="bold"),
+            f'<circle cx="{plot_l + 6}" cy="27" r="4.5" fill="white" stroke="{PALETTE[1]}" '
+            f'stroke-width="2"/>', _text(plot_l + 16, 31, "before matching", size=11),
+            f'<circle cx="{plot_l + 130}" cy="27" r="4.5" fill="{PALETTE[0]}"/>',
+            _text(plot_l + 140, 31, "after matching", size=11)]
+    for tick in ticks:
+        body.append(f'<line x1="{x_at(tick):.1f}" x2="{x_at(tick):.1f}" y1="{top - 4}" '
+                    f'y2="{height - 24}" stroke="{GRID}"/>')
+        body.append(_text(x_at(tick), height - 8, number(tick), "middle", 11, MUTED))
+    body.append(f'<line x1="{x_at(limit):.1f}" x2="{x_at(limit):.1f}" y1="{top - 4}" '
+                f'y2="{height - 24}" stroke="{AXIS}" stroke-dasharray="4 3"/>')
+    for i, row in enumerate(rows):
+        y = top + row_h * i + row_h / 2
+        body.append(_text(label_w - 8, y + 4, row.label, "end", 11))
+        if row.before is not None and row.after is not None:
+            body.append(f'<line x1="{x_at(row.before):.1f}" x2="{x_at(row.after):.1f}" '
+                        f'y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}" stroke-width="2"/>')
+        if row.before is not None:
+            body.append(f'<circle class="mark" cx="{x_at(row.before):.1f}" cy="{y:.1f}" r="4.5" '
+                        f'fill="white" stroke="{PALETTE[1]}" stroke-width="2"/>')
+        if row.after is not None:
+            body.append(f'<circle class="mark" cx="{x_at(row.after):.1f}" cy="{y:.1f}" r="4.5" '
+                        f'fill="{PALETTE[0]}"/>')
+        if row.before is None and row.after is None:
+            body.append(_text(plot_l + 4, y + 4, "not released (too few)", fill=MUTED, size=11))
+    body.append(_text(plot_r, height - 8 - 14, "|standardised mean difference|", "end", 11,
+                      MUTED))
+    return _svg(width, height, title, body)

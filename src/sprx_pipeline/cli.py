@@ -24,6 +24,7 @@ from .contract import ContractError
 from .ingest import IngestError, IngestReport
 from .quality import SUMMARY_PAGE, GateReport, QualityGateError
 from .release import ReleaseError
+from .synthetic_process import CausalModel
 from .warehouse import WarehouseBusy
 
 EXAMPLES = """\
@@ -89,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--patients", type=int, default=20_000, help="patients (default 20000)")
     gen.add_argument("--practices", type=int, default=20, help="practices (default 20)")
     gen.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    gen.add_argument("--effect", type=float, default=CausalModel.effect,
+                     help="true causal effect of referral: the rate ratio of consultations, "
+                          "A&E attendances and emergency admissions in the year after "
+                          "referral against the same patients' rates without it (default "
+                          f"{CausalModel.effect:g}; 1 for none). See synthetic_process.py.")
 
     ing = commands.add_parser("ingest", help="apply new deliveries to the warehouse",
                               description="Apply every delivery in DIR not yet applied, in "
@@ -183,11 +189,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .synthetic import generate
+    from .synthetic import generate  # NumPy and PyArrow load only for this command
 
     started = time.perf_counter()
     result = generate(args.out, patients=args.patients, practices=args.practices,
-                      seed=args.seed, progress=_say)
+                      seed=args.seed, model=CausalModel(effect=args.effect), progress=_say)
     _say(f"wrote {len(result.deliveries)} deliveries for {result.patients} patients in "
          f"{args.out} ({time.perf_counter() - started:.1f} s)")
     for table, rows in result.rows.items():

@@ -60,6 +60,23 @@ def interval(estimate: float | None, log_se: float | None, z: float = 1.95996398
     return estimate * math.exp(-z * log_se), estimate * math.exp(z * log_se)
 
 
+MODEL_RATIO_DECIMALS = 2
+STANDARD_ERROR_FIGURES = 2
+
+
+def round_model_ratio(value: float | None) -> float | None:
+    """A model's ratio that cannot be recomputed from released counts, to 2 decimals."""
+    return None if value is None else round(value, MODEL_RATIO_DECIMALS)
+
+
+def round_standard_error(value: float | None) -> float | None:
+    """A standard error to 2 significant figures: enough for an interval, too coarse to
+    give back the counts it was computed from."""
+    if value is None or value <= 0:
+        return None
+    return round(value, STANDARD_ERROR_FIGURES - 1 - math.floor(math.log10(value)))
+
+
 RULES = [
     f"counts of patients, events, rows, practices and deliveries of {SUPPRESSION_THRESHOLD} "
     "or fewer are redacted (left empty)",
@@ -71,5 +88,13 @@ RULES = [
     "whose inputs are redacted is redacted",
     "confidence intervals are recomputed around the recomputed estimate from the standard "
     "error of its log (log_se), released only with the estimate",
+    f"an estimate the rounded counts cannot give back (the Mantel-Haenszel effect) is "
+    f"released only when none of its input counts is redacted, to {MODEL_RATIO_DECIMALS} "
+    f"decimals with its log standard error to {STANDARD_ERROR_FIGURES} significant figures, "
+    "and its interval is computed from those",
+    "a covariate's mean or share in a group is released only over more than "
+    f"{SUPPRESSION_THRESHOLD} people (for a share, more than {SUPPRESSION_THRESHOLD} with "
+    "the level and without it), shares recomputed from rounded counts; standardised "
+    "differences to 2 decimals, only where both their values are released",
     "no patient-level or practice-level table is ever released",
 ]

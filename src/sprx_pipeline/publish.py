@@ -202,16 +202,35 @@ def published_summary(path: Path) -> dict[str, Any]:
 
 
 def _consultation_effects(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """Consultation rate ratios after/before referral with 95% CIs, for the summary."""
-    rows = con.execute("select estimate, ratio, ci_lower, ci_upper from marts.sp_effect_estimates "
-                       "where subgroup = 'all' and measure = 'consultations'").fetchall()
-    found = {estimate: (ratio, lower, upper) for estimate, ratio, lower, upper in rows}
-    labels = {"referred_post_vs_pre": "referred consultations after/before (95% CI)",
-              "control_post_vs_pre": "control consultations after/before (95% CI)",
-              "ratio_of_ratios": "consultations ratio of ratios (95% CI)"}
+    """The effect of referral (the matched design's causal estimate) first, then the share
+    of cases matched and the descriptive before/after ratios, with 95% CIs, for the summary."""
+    rows = con.execute("select measure, estimate, ratio, ci_lower, ci_upper "
+                       "from marts.sp_effect_estimates where subgroup = 'all'").fetchall()
+    found = {(measure, estimate): (ratio, lower, upper)
+             for measure, estimate, ratio, lower, upper in rows}
+    labels = {("consultations", "effect"): "consultations: effect of referral (95% CI)",
+              ("ae_attendances", "effect"): "A&E attendances: effect of referral (95% CI)",
+              ("consultations", "referred_post_vs_pre"):
+                  "referred consultations after/before, descriptive (95% CI)",
+              ("consultations", "control_post_vs_pre"):
+                  "control consultations after/before, descriptive (95% CI)",
+              ("consultations", "ratio_of_ratios"):
+                  "consultations ratio of ratios, descriptive (95% CI)"}
     summary = {}
-    for estimate, label in labels.items():
-        ratio, lower, upper = found.get(estimate, (None, None, None))
+    for key, label in labels.items():
+        ratio, lower, upper = found.get(key, (None, None, None))
         summary[label] = ("n/a" if ratio is None else f"{ratio:.2f}" if lower is None
                           else f"{ratio:.2f} ({lower:.2f}-{upper:.2f})")
+        if key == ("ae_attendances", "effect"):
+            summary["cases matched (of eligible)"] = _matched_share(con)
     return summary
+
+
+def _matched_share(con: duckdb.DuckDBPyConnection) -> str:
+    """Cases with at least one control, of the cases eligible for their trial."""
+    row = con.execute("select max(matched_cases), max(cases) from marts.sp_covariate_balance "
+                      "where subgroup = 'all'").fetchone()
+    matched, eligible = row if row else (None, None)
+    if not eligible:
+        return "n/a"
+    return f"{matched:,} of {eligible:,} ({matched / eligible:.0%})"

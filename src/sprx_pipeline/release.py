@@ -103,10 +103,58 @@ def _post_vs_pre(r: Row, cohort: str) -> float | None:
 
 
 def _effect_estimate(r: Row, exact: Row) -> Row:
+    if exact["estimate"] == "effect":
+        return _model_estimate(r, exact)
     referred, control = _post_vs_pre(r, "referred"), _post_vs_pre(r, "control")
     estimate = {"referred_post_vs_pre": referred, "control_post_vs_pre": control,
                 "ratio_of_ratios": rate(referred, control)}[exact["estimate"]]
     return {"ratio": _rounded(estimate, 4), **_with_interval(estimate, exact["log_se"], 4)}
+
+
+def _model_estimate(r: Row, exact: Row) -> Row:
+    """An estimate that the rounded inputs cannot give back (the Mantel-Haenszel rate ratio
+    sums over matched sets): released only when none of its input counts is redacted, the
+    ratio to 2 decimals and the standard error of its log to 2 significant figures, with the
+    interval computed from those released values."""
+    if any(value is None for value in r.values()) or exact["ratio"] is None:
+        return {"ratio": None, "log_se": None, "ci_lower": None, "ci_upper": None}
+    estimate = disclosure.round_model_ratio(exact["ratio"])
+    log_se = disclosure.round_standard_error(exact["log_se"])
+    lower, upper = interval(estimate, log_se)
+    return {"ratio": estimate, "log_se": log_se if lower is not None else None,
+            "ci_lower": _rounded(lower, 2), "ci_upper": _rounded(upper, 2)}
+
+
+_BALANCE_GROUPS = ("cases", "comparators", "matched_cases", "controls", "unmatched_cases")
+_BALANCE_SMDS = {"smd_before": ("cases", "comparators"), "smd_after": ("matched_cases", "controls"),
+                 "smd_unmatched": ("unmatched_cases", "matched_cases")}
+
+
+def _balance_value(r: Row, exact: Row, group: str) -> float | None:
+    """A group's mean or share, released only over more than 7 people (and, for a share,
+    more than 7 with the level and more than 7 without): shares of unweighted groups are
+    recomputed from the rounded counts; the controls' share is weighted (1/k per set), so
+    it is rounded to 2 decimals instead; means are rounded to 1 decimal."""
+    people = r[group]
+    if people is None:
+        return None
+    if exact["statistic"] == "mean":
+        return _rounded(exact[f"{group}_value"], 1)
+    with_level = r[f"{group}_with_level"]
+    without = apply_sdc(exact[group] - exact[f"{group}_with_level"])
+    if with_level is None or without is None:
+        return None
+    if group == "controls":
+        return _rounded(exact[f"{group}_value"], 2)
+    return _rounded(rate(with_level, people), 4)
+
+
+def _balance(r: Row, exact: Row) -> Row:
+    values = {f"{g}_value": _balance_value(r, exact, g) for g in _BALANCE_GROUPS}
+    smds = {name: (_rounded(exact[name], 2) if values[f"{a}_value"] is not None
+                   and values[f"{b}_value"] is not None else None)
+            for name, (a, b) in _BALANCE_SMDS.items()}
+    return {**values, **smds}
 
 
 def _matching(r: Row, _: Row) -> Row:
@@ -135,11 +183,16 @@ RELEASED_TABLES = (
                   ("patients", "matched_sets", "events", "person_years"),
                   ("rate_per_1000_py", "log_se", "ci_lower", "ci_upper"), _outcome_rate,
                   ("subgroup", "cohort", "measure", "window"), ("log_se",)),
-    ReleasedTable("sp_effect_estimates", ("subgroup", "measure", "estimate"),
+    ReleasedTable("sp_effect_estimates", ("subgroup", "measure", "estimate", "kind"),
                   ("referred_patients", "control_patients", "cases_with_controls",
                    *_EFFECT_INPUTS),
                   ("ratio", "log_se", "ci_lower", "ci_upper"), _effect_estimate,
-                  ("subgroup", "measure", "estimate"), ("log_se",)),
+                  ("subgroup", "measure", "estimate"), ("log_se", "ratio")),
+    ReleasedTable("sp_covariate_balance", ("subgroup", "covariate", "level", "statistic"),
+                  (*_BALANCE_GROUPS, *(f"{g}_with_level" for g in _BALANCE_GROUPS)),
+                  (*(f"{g}_value" for g in _BALANCE_GROUPS), *_BALANCE_SMDS), _balance,
+                  ("subgroup", "covariate", "level"),
+                  (*(f"{g}_value" for g in _BALANCE_GROUPS), *_BALANCE_SMDS)),
     ReleasedTable("sp_matching_summary", ("controls_matched",), ("cases", "referred_patients"),
                   ("share_of_cases",), _matching, ("controls_matched",)),
     ReleasedTable("dq_source_system_summary", ("source_system",),

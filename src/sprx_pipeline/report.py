@@ -16,16 +16,26 @@ from pathlib import Path
 from typing import Any
 
 from . import charts
-from .charts import PALETTE, BeforeAfter, Estimate, Series
+from .charts import PALETTE, Balance, BeforeAfter, Estimate, Series
 from .release import read_release
 
 Rows = list[dict[str, str]]
 
 MEASURES = {"consultations": "GP consultations", "ae_attendances": "A&E attendances",
             "emergency_admissions": "Emergency admissions"}
+EFFECT = {"effect": ("Effect of referral (matched design)", "#123c5a")}
 ESTIMATES = {"referred_post_vs_pre": ("Referred: year after / year before", PALETTE[1]),
              "control_post_vs_pre": ("Controls: year after / year before", PALETTE[0]),
              "ratio_of_ratios": ("Referred vs controls (ratio of ratios)", "#222222")}
+ASSUMPTION = ("It assumes that, among patients of the same practice, sex, age band, "
+              "deprivation quintile and homeless status with the same recent use, whether a "
+              "patient was referred on a given day is unrelated to how their use would have "
+              "gone without referral (no unmeasured confounding).")
+COVARIATES = {"age_at_index": "age at index", "consultations_recent": "consultations, 90 days before",
+              "consultations_pre": "consultations, year before", "ae_attendances_pre":
+              "A&E attendances, year before", "emergency_admissions_pre":
+              "emergency admissions, year before", "sex": "sex", "imd_quintile": "IMD quintile",
+              "ethnicity": "ethnicity", "region": "region", "homeless_before": "homeless finding"}
 GROUPS = {"age_band": "Age band", "sex": "Sex", "ethnicity": "Ethnicity",
           "imd_quintile": "IMD quintile (1 = most deprived)", "region": "Region",
           "rural_urban": "Rurality", "source_system": "GP system",
@@ -126,24 +136,28 @@ def _estimate_text(row: dict[str, str]) -> str:
 def _tiles(tables: dict[str, Rows]) -> str:
     summary, effects = tables["sp_outcome_summary"], tables["sp_effect_estimates"]
     referred = _one(summary, cohort="referred", measure="consultations", window="pre")
-    control = _one(summary, cohort="control", measure="consultations", window="pre")
-    tiles = [(_count(referred.get("patients_rounded5")), "referred patients (index in study period)"),
-             (_count(control.get("patients_rounded5")), "matched controls (up to 5 each)")]
+    tiles = []
     for measure in ("consultations", "ae_attendances"):
-        row = _one(effects, subgroup="all", measure=measure, estimate="ratio_of_ratios")
+        row = _one(effects, subgroup="all", measure=measure, estimate="effect")
         value = _num(row.get("ratio"))
         change = "not released" if value is None else f"{(value - 1) * 100:+.0f}%"
-        tiles.append((change, f"{MEASURES[measure]} after referral, relative to controls: "
-                              f"{_estimate_text(row)}"))
+        tiles.append((change, f"{MEASURES[measure]}: effect of referral, rate after referral "
+                              f"over the rate without it: {_estimate_text(row)}"))
+    matched = _one(tables["sp_covariate_balance"], subgroup="all", covariate="age_at_index")
+    tiles += [(_count(referred.get("patients_rounded5")), "referred patients (index in study period)"),
+              (_count(matched.get("matched_cases_rounded5")),
+               f"of {_count(matched.get('cases_rounded5'))} eligible referred patients matched "
+               "to controls with the same recent use")]
     return "<div class=\"tiles\">" + "".join(
         f"<div class=\"tile\"><div class=\"value\">{escape(v)}</div>"
         f"<div class=\"label\">{escape(label)}</div></div>" for v, label in tiles) + "</div>"
 
 
-def _forest(effects: Rows, subgroup: str, title: str) -> str:
+def _forest(effects: Rows, subgroup: str, title: str,
+            kinds: dict[str, tuple[str, str]] = ESTIMATES) -> str:
     estimates = []
     for measure, measure_label in MEASURES.items():
-        for estimate, (label, colour) in ESTIMATES.items():
+        for estimate, (label, colour) in kinds.items():
             row = _one(effects, subgroup=subgroup, measure=measure, estimate=estimate)
             estimates.append(Estimate(label, _num(row.get("ratio")), _num(row.get("ci_lower")),
                                       _num(row.get("ci_upper")), colour, measure_label))
@@ -211,12 +225,40 @@ def _uptake(measures: Rows) -> str:
     return overall + gaps + _grid(*yearly_charts, declines)
 
 
-def _matching(rows: Rows) -> str:
+def _matching(rows: Rows, balance: Rows) -> str:
     bars = [(f"{r['controls_matched']} controls",
              None if _num(r["share_of_cases"]) is None else _num(r["share_of_cases"]) * 100)
             for r in rows]
-    return charts.bar_chart("Share of referred patients by number of matched controls", bars,
-                            "%", width=520)
+    shares = charts.bar_chart("Share of referred patients by number of matched controls", bars,
+                              "%", width=520)
+    overall = [r for r in balance if r["subgroup"] == "all"]
+    love = charts.love_plot("Covariate balance (all referred patients)", [
+        Balance(_covariate_label(r), _num(r["smd_before"]), _num(r["smd_after"]))
+        for r in overall])
+    unmatched = _table(
+        ["covariate", "eligible cases", "matched cases", "their controls", "unmatched cases",
+         "SMD unmatched vs matched"],
+        [[_covariate_label(r), _value(r, "cases"), _value(r, "matched_cases"),
+          _value(r, "controls"), _value(r, "unmatched_cases"), _value(r, "smd_unmatched")]
+         for r in overall if r["statistic"] == "mean"])
+    note = ("<p class=\"note\">Before matching: every eligible referred patient against a "
+            "random sample of the patients their trial could draw controls from. After: the "
+            "matched patients against their controls, each set's controls weighted equally. "
+            "An |SMD| above 0.1 (dashed line) is a quality-gate warning. The table shows how "
+            "the referred patients who found no control differ from those who did: the "
+            "effect estimate describes the matched ones.</p>")
+    return _grid(shares, love) + note + unmatched
+
+
+def _covariate_label(row: dict[str, str]) -> str:
+    label = COVARIATES.get(row["covariate"], row["covariate"])
+    return f"{label} = {row['level']}" if row.get("level") else label
+
+
+def _value(row: dict[str, str], column: str) -> str:
+    key = column if column.startswith("smd") else f"{column}_value"
+    value = _num(row.get(key))
+    return "–" if value is None else f"{value:.2f}"
 
 
 def _data_quality(rows: Rows) -> str:
@@ -237,11 +279,13 @@ def _provenance(manifest: dict[str, Any]) -> str:
                    [[f["file"], f"{f['rows']:,}", str(len(f["rounded_columns"]))]
                     for f in manifest["files"]])
     rules = "".join(f"<li>{escape(rule)}</li>" for rule in manifest["rules"]["applied"])
-    return (f"<ul>{rules}</ul>{files}<p class=\"note\">Intervals: Poisson model of events with "
-            "a log person-time offset, fitted by GEE with independence working correlation and "
-            "robust (sandwich) standard errors clustered on matched sets (a referred patient "
-            "and their controls), so pre and post counts of the same people are paired and "
-            "overdispersion is allowed for. See docs/methods.md.</p>")
+    return (f"<ul>{rules}</ul>{files}<p class=\"note\">The effect: Mantel-Haenszel rate ratio "
+            "of post-window rates, each referred patient against their own controls, with a "
+            "robust interval clustered on matched sets. Descriptive ratios: Poisson model of "
+            "events with a log person-time offset, fitted by GEE with independence working "
+            "correlation and robust (sandwich) standard errors clustered on matched sets (a "
+            "referred patient and their controls), so pre and post counts of the same people "
+            "are paired and overdispersion is allowed for. See docs/methods.md.</p>")
 
 
 def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
@@ -256,23 +300,35 @@ def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
         "<div class=\"sdc\">Every number here was released under statistical disclosure "
         "control: counts of 7 or fewer are hidden and others rounded to the nearest 5, and "
         "rates and ratios are recomputed from the rounded counts.</div>",
-        _section("What changes after referral",
-                 "Rate ratios of the year after referral to the year before, for referred "
-                 "patients and for matched controls given the same index date, and their ratio "
-                 "(a difference-in-differences on the ratio scale). Below 1 means fewer "
-                 "contacts afterwards.",
-                 _forest(effects, "all", "All referred patients"),
+        _section("The effect of referral",
+                 "The rate of each kind of contact in the year after referral over the rate "
+                 "the same patients would have had without it, estimated from controls "
+                 "matched at the referral date on recent use (Mantel-Haenszel, by matched "
+                 "set). Below 1 means referral reduced use. " + escape(ASSUMPTION),
+                 _forest(effects, "all", "All matched referred patients", EFFECT),
                  _forest(effects, "homeless", "Referred patients with a homeless finding "
-                                              "before referral")),
+                                              "before referral", EFFECT)),
+        _section("Before and after (descriptive)",
+                 "Rate ratios of the year after referral to the year before, for referred "
+                 "patients and their controls, and their ratio. These describe change over "
+                 "time, not the effect of referral: patients are referred when their use is "
+                 "high, and high use falls by itself (regression to the mean), so a fall "
+                 "here is expected even when referral changes nothing.",
+                 _forest(effects, "all", "All referred patients")),
         _section("Rates before and after referral",
                  "Events per 1,000 person-years in the 365 days before and after the index "
                  "date, with 95% confidence intervals.", _before_after(tables["sp_outcome_rates"])),
         _section("Who is referred",
                  "Patients with a social prescribing referral while registered, per 100,000 "
                  "patients registered in the month or study year.", _uptake(tables["sp_measures"])),
-        _section("Matching", "Each referred patient was matched to up to five controls of the "
-                 "same practice, sex, age band and deprivation quintile.",
-                 _matching(tables["sp_matching_summary"])),
+        _section("Matching and balance", "Each eligible referred patient (registered for the "
+                 "whole year before referral, not referred before) was matched, as of the "
+                 "referral date, to up to five controls not yet referred, of the same practice, "
+                 "sex, age band, deprivation quintile and homeless status, with similar "
+                 "consultations in the 90 days and the rest of the year before and A&E "
+                 "attendances in the year before. A control referred later leaves the "
+                 "comparison at its own referral.",
+                 _matching(tables["sp_matching_summary"], tables["sp_covariate_balance"])),
         _section("Data quality", "Deliveries and rows by GP clinical system, and how often "
                  "each system's practices record an SP referral code.",
                  _data_quality(tables["dq_source_system_summary"])),

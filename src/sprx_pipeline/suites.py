@@ -59,6 +59,7 @@ PLAUSIBLE_RATE_PER_1000_PY = {    # domain.md: ~5.5 consultations and ~0.35 A&E 
     "emergency_admissions": (5.0, 3_000.0),
 }
 MIN_REGISTERED_FOR_UPTAKE = 1_000
+MAX_ABS_SMD_AFTER_MATCHING = 0.1  # OHDSI CohortMethod's (and Austin's) usual balance limit
 MAX_MONTHLY_UPTAKE_PER_100K = 1_000.0   # 1% of a list referred in one month is implausible
 OLDEST_AGE = 125
 
@@ -290,6 +291,16 @@ def mart_suites() -> dict[str, list[Expectation]]:
                   min_value=0, max_value=MAX_MONTHLY_UPTAKE_PER_100K,
                   row_condition=(Column("group_type") == "all")
                   & (Column("registered_patients") >= MIN_REGISTERED_FOR_UPTAKE)),
+        ],
+        "marts.sp_covariate_balance": [
+            _unique("subgroup", "covariate", "level"),
+            _allowed("statistic", ["mean", "share"]),
+            check("balanced_after_matching", (PLAUSIBILITY, ATEMPORAL), WARN,
+                  gxe.ExpectColumnValuesToBeBetween, 0.0,
+                  f"every covariate of the matched cases and their controls has |SMD| at most "
+                  f"{MAX_ABS_SMD_AFTER_MATCHING:g} (all referred patients)", column="smd_after",
+                  min_value=-MAX_ABS_SMD_AFTER_MATCHING, max_value=MAX_ABS_SMD_AFTER_MATCHING,
+                  row_condition=Column("subgroup") == "all"),
         ],
         "marts.dq_practice_feedback": [
             _unique("practice_id", "delivery_id"),

@@ -7,11 +7,15 @@ should quarantine nothing, and the figures land near the published ones in `doma
 (about 5.5 consultations and 0.35 A&E attendances per registered person-year, 1.5% of the
 registered list referred to social prescribing in 2019, a fifth of SP codes declines).
 
-It also plants a known signal for the linkage to recover: around each patient's index date
-(first referral in the study period) consultation and A&E rates are multiplied by
-`PlantedEffect.pre_multiplier` over the 365 days before and `post_multiplier` over the 365
-days after, so the case pre/post rate ratio is post/pre (0.8 by default) while patients who
-are never referred keep flat rates, as matched controls should.
+Who uses services when, who is referred and what referral does follow an explicit causal
+model (`synthetic_process`, whose docstring writes it down): a persistent frailty per
+patient, transient spells of high use, a referral hazard that rises with the consultations
+the GP has seen recently (so referral is far more likely during a spell, which then ends by
+itself), and a true causal effect `CausalModel.effect` (`sprx generate --effect`) multiplying
+each referred patient's consultation, A&E and emergency admission rates for a year after
+referral relative to the same patient's rates without it. A before/after comparison of
+referred patients therefore shows a fall even when `effect` is 1 (regression to the mean),
+and a method that recovers `effect` is estimating the causal effect.
 
 Everything is vectorised with NumPy and PyArrow: the Python loops run per delivery, practice,
 block of 50,000 patients and calendar year, never per row. Each block draws from its own
@@ -20,10 +24,6 @@ the arguments and is byte-identical from run to run (the gzip header carries no 
 The gzip is written by zlib at level 1: Arrow's gzip stream compresses at level 9, 40 times
 slower, which would make a 1M-patient extract take minutes. CSV values are never quoted:
 none of them contains a comma, quote or line break (Arrow would refuse to write one that did).
-
-The planted ratio is approximate: SP-coded consultations that fall in a case's windows
-(a second referral, a decline) are not scaled, which lifts the case ratio by about 1%
-(0.81 rather than 0.80 for consultations at 1M patients).
 
 >>> summary = generate(Path("landing"), patients=2_000, practices=4)   # doctest: +SKIP
 >>> summary.deliveries                                                # doctest: +SKIP
@@ -44,6 +44,21 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from sprx_pipeline.synthetic_process import (
+    NO_DATE,
+    CausalModel,
+    History,
+    Spells,
+    apply_effect,
+    days_in,
+    draw_spells,
+    expected_use_days,
+    first_referrals,
+    poisson_days,
+    sample_in,
+    take,
+    use_events,
+)
 from sprx_pipeline.contract import (
     ATTENDANCE_SETTINGS,
     CONSULTATION_MODES,
@@ -58,7 +73,7 @@ from sprx_pipeline.contract import (
     write_manifest,
 )
 
-__all__ = ["GenerationSummary", "PlantedEffect", "generate"]
+__all__ = ["CausalModel", "GenerationSummary", "generate"]
 
 # --- Calendar -------------------------------------------------------------------------------
 HISTORY_START = date(2013, 1, 1)      # first day of event history in the extract
@@ -67,7 +82,6 @@ STUDY_END = date(2020, 1, 31)         # ... to here (methods.md study_end)
 EARLIEST_REGISTRATION = date(1990, 1, 1)
 WINDOW_DAYS = 365                     # pre and post windows around the index date
 _EPOCH = date(1970, 1, 1)
-_NO_DATE = -(10**9)                   # "no such date" in day-number arrays
 
 # --- Practices and deliveries ---------------------------------------------------------------
 SYSTEMS = ("EMIS", "TPP", "Vision", "Microtest")
@@ -131,6 +145,8 @@ MODE_SHARES = (0.61, 0.31, 0.022, 0.013, 0.045)            # CONSULTATION_MODES,
 MODE_SHARES_OLD = (0.52, 0.26, 0.01, 0.16, 0.05)           # 75 and over: more home visits
 ROLE_SHARES = (0.60, 0.30, 0.0, 0.10)                      # STAFF_ROLES: gp, nurse, lw, other
 LINK_WORKER_SHARE = 0.25              # of consultations in the year after a referral
+# The outcomes referral changes (sp_effect_estimates' measures), by their names in `_rates`.
+EFFECT_OUTCOMES = ("consultations", "ae", "emergency_admission")
 
 # --- Social prescribing codes (domain.md) ---------------------------------------------------
 SP_REFERRAL = "871731000000106"
@@ -168,15 +184,6 @@ _CSV_OPTIONS = dict(quoting_style="none", quoting_header="none", batch_size=1 <<
 
 
 @dataclass(frozen=True)
-class PlantedEffect:
-    """The change planted around each referral, so tests can check the linkage recovers it."""
-
-    pre_multiplier: float = 1.5    # consultation and A&E rate multiplier in the 365 days before
-    post_multiplier: float = 1.2   # multiplier in the 365 days after
-    # expected case pre/post rate ratio = post/pre = 0.8; matched controls ~1.0
-
-
-@dataclass(frozen=True)
 class GenerationSummary:
     """What `generate` wrote: delivery ids in order and rows per table over all deliveries."""
 
@@ -207,7 +214,7 @@ class _Setup:
     study_start: int
     study_end: int
     years: tuple[int, ...]  # calendar years of event history
-    effect: PlantedEffect
+    model: CausalModel
 
 
 # --- Dates ----------------------------------------------------------------------------------
@@ -217,51 +224,6 @@ def _day(d: date) -> int:
 
 def _year_of(days: np.ndarray) -> np.ndarray:
     return days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
-
-
-# --- Registered time as spells --------------------------------------------------------------
-# A patient's registered time is a list of spells (start, end) of day-number arrays, inclusive;
-# an empty spell has end < start. The two helpers work on per-patient or per-event arrays.
-Spells = list[tuple[np.ndarray, np.ndarray]]
-
-
-def _days_in(spells: Spells, lo, hi) -> np.ndarray:
-    """Days of the spells inside [lo, hi] (scalars or arrays aligned with the spells)."""
-    total = 0
-    for start, end in spells:
-        total = total + np.maximum(np.minimum(end, hi) - np.maximum(start, lo) + 1, 0)
-    return np.asarray(total, dtype=np.int64)
-
-
-def _sample_in(rng: np.random.Generator, spells: Spells, lo, hi) -> np.ndarray:
-    """One uniformly drawn day of the spells inside [lo, hi], per row (each must have one)."""
-    clipped = []
-    for start, end in spells:
-        first = np.maximum(start, lo)
-        clipped.append((first, np.maximum(np.minimum(end, hi) - first + 1, 0)))
-    total = sum(length for _, length in clipped)
-    rest = (rng.random(len(total)) * total).astype(np.int64)
-    out = np.zeros(len(total), dtype=np.int64)
-    done = np.zeros(len(total), dtype=bool)
-    for first, length in clipped:
-        hit = ~done & (rest < length)
-        out[hit] = (first + rest)[hit]
-        done |= hit
-        rest = np.where(done, rest, rest - length)
-    return out
-
-
-def _take(spells: Spells, idx: np.ndarray) -> Spells:
-    return [(start[idx], end[idx]) for start, end in spells]
-
-
-def _poisson_days(rng, spells: Spells, rate: np.ndarray, lo, hi) -> tuple[np.ndarray, np.ndarray]:
-    """Poisson events at `rate` per registered year inside [lo, hi]: (patient row, day)."""
-    counts = rng.poisson(rate * _days_in(spells, lo, hi) / 365.25)
-    rows = np.repeat(np.arange(len(rate)), counts)
-    lo_rows = lo[rows] if isinstance(lo, np.ndarray) else lo
-    hi_rows = hi[rows] if isinstance(hi, np.ndarray) else hi
-    return rows, _sample_in(rng, _take(spells, rows), lo_rows, hi_rows)
 
 
 def _normalise(weights: np.ndarray, person_days: np.ndarray) -> np.ndarray:
@@ -408,7 +370,7 @@ class _People:
     start2: np.ndarray
     end2: np.ndarray
     ended2: np.ndarray
-    death: np.ndarray       # _NO_DATE when alive at the extract date
+    death: np.ndarray       # NO_DATE when alive at the extract date
     spells: Spells          # registered time inside [HISTORY_START, extracted_at]
     person_days: np.ndarray
     age_mid: np.ndarray     # age in the middle of the registered time
@@ -459,15 +421,15 @@ def _people(setup: _Setup, prac: _Practice, n: int, rng: np.random.Generator) ->
     spells: Spells = [(s1, end1), (start2, end2)]   # the arrays are shortened in place below
 
     # Deaths, while registered, year by year; a death ends the registration.
-    death = np.full(n, _NO_DATE, dtype=np.int64)
+    death = np.full(n, NO_DATE, dtype=np.int64)
     for year in setup.years:
         lo, hi = _day(date(year, 1, 1)), min(_day(date(year, 12, 31)), x)
-        days = _days_in(spells, lo, hi)
+        days = days_in(spells, lo, hi)
         p = -np.expm1(-_death_hazard((year - yob).astype(float)) * days / 365.25)
-        dies = np.flatnonzero((death == _NO_DATE) & (rng.random(n) < p))
+        dies = np.flatnonzero((death == NO_DATE) & (rng.random(n) < p))
         if len(dies) == 0:
             continue
-        death[dies] = _sample_in(rng, _take(spells, dies), lo, hi)
+        death[dies] = sample_in(rng, take(spells, dies), lo, hi)
         in1 = dies[death[dies] <= end1[dies]]
         in2 = dies[death[dies] > end1[dies]]
         end1[in1], ended1[in1] = death[in1], True
@@ -478,7 +440,7 @@ def _people(setup: _Setup, prac: _Practice, n: int, rng: np.random.Generator) ->
                    imd_missing=imd_missing, rural_missing=rural_missing, frailty=frailty,
                    homeless=homeless, start1=start1, end1=end1, ended1=ended1, has2=has2,
                    start2=start2, end2=end2, ended2=ended2, death=death, spells=spells,
-                   person_days=_days_in(spells, h0, x),
+                   person_days=days_in(spells, h0, x),
                    age_mid=((s1 + last_end) // 2 - birth) / 365.25)
 
 
@@ -489,87 +451,143 @@ class _SpEvents:
     rows: np.ndarray        # patient row
     days: np.ndarray
     codes: np.ndarray       # index into SP_CODES
-    in_consultation: np.ndarray
-    ref1: np.ndarray        # per patient: first and second referral day, or _NO_DATE
+    in_consultation: np.ndarray   # recorded in a consultation of that patient and day
+    ref1: np.ndarray        # per patient: first and second referral day, or NO_DATE
     ref2: np.ndarray
 
 
-def _sp_events(setup: _Setup, prac: _Practice, people: _People,
-               rng: np.random.Generator) -> _SpEvents:
-    """Referrals by a yearly hazard (first, then some second), declines, related referrals and
-    homeless findings, all on registered days."""
-    h0, x, spells, n = setup.h0, setup.x, people.spells, len(people.birth)
+def _referral_weight(people: _People, prac: _Practice) -> np.ndarray:
+    """What a patient's referral hazard owes to who they are and where, not to their use:
+    age, sex, IMD and the practice's SP coding; mean 1 over the practice's person-time."""
     weight = (np.interp(people.age_mid, _AGE_KNOTS, _REFERRAL_AGE) * _IMD_REFERRAL[people.imd_code]
-              * np.where(people.sex == SEXES.index("F"), 1.3, 1.0)
-              * np.where(people.homeless, 3.0, 1.0) * people.frailty ** 0.7)
-    weight = _normalise(weight, people.person_days) * prac.sp_factor
-    ref1 = np.full(n, _NO_DATE, dtype=np.int64)
-    declines: list[tuple[np.ndarray, np.ndarray]] = []
+              * np.where(people.sex == SEXES.index("F"), 1.3, 1.0))
+    return _normalise(weight, people.person_days) * prac.sp_factor
+
+
+def _yearly(setup: _Setup, rates: dict[int, float], scale: float = 1.0) -> list[tuple[int, int, float]]:
+    """(first day, last day, rate) of each calendar year of the history."""
+    out = []
     for year in setup.years:
-        lo, hi = _day(date(year, 1, 1)), min(_day(date(year, 12, 31)), x)
-        rate = REFERRAL_RATE[min(max(year, min(REFERRAL_RATE)), max(REFERRAL_RATE))]
-        hazard = rate * weight * _days_in(spells, lo, hi) / 365.25
-        new = np.flatnonzero((ref1 == _NO_DATE) & (rng.random(n) < -np.expm1(-hazard)))
-        ref1[new] = _sample_in(rng, _take(spells, new), lo, hi)
-        dec = np.flatnonzero(rng.random(n) < -np.expm1(-DECLINE_RATIO * hazard))
-        declines.append((dec, _sample_in(rng, _take(spells, dec), lo, hi)))
-    ref2 = np.full(n, _NO_DATE, dtype=np.int64)
-    again = np.flatnonzero((ref1 != _NO_DATE) & (rng.random(n) < SECOND_REFERRAL_SHARE))
-    again = again[_days_in(_take(spells, again), ref1[again] + SECOND_REFERRAL_GAP, x) > 0]
-    ref2[again] = _sample_in(rng, _take(spells, again), ref1[again] + SECOND_REFERRAL_GAP, x)
+        rate = rates[min(max(year, min(rates)), max(rates))]
+        out.append((_day(date(year, 1, 1)), min(_day(date(year, 12, 31)), setup.x), scale * rate))
+    return out
+
+
+def _attached(rng: np.random.Generator, visits: History, rows: np.ndarray, lo, hi,
+              fallback: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Days of events recorded, with probability `share`, in one of the patient's
+    consultations in [lo, hi] (if there is one), otherwise on their own `fallback` day."""
+    picked = visits.pick(rng, rows, lo, hi)
+    attach = (picked != NO_DATE) & (rng.random(len(rows)) < share)
+    return np.where(attach, picked, fallback), attach
+
+
+def _sp_events(setup: _Setup, prac: _Practice, people: _People, ref1: np.ndarray,
+               visits: History, rng: np.random.Generator) -> _SpEvents:
+    """The SP codes around the referrals already drawn: each first referral is recorded in a
+    consultation of its own on the day (added to the consultations); a second referral, and
+    some declines, related referrals and homeless findings, are recorded in one of the
+    patient's existing consultations, so none of them adds a consultation to the windows."""
+    h0, x, spells, n = setup.h0, setup.x, people.spells, len(people.birth)
+    weight = _referral_weight(people, prac)
+    referred = np.flatnonzero(ref1 != NO_DATE)
+    again = referred[rng.random(len(referred)) < SECOND_REFERRAL_SHARE]
+    second = visits.pick(rng, again, ref1[again] + SECOND_REFERRAL_GAP, x)
+    again, second = again[second != NO_DATE], second[second != NO_DATE]
+    ref2 = np.full(n, NO_DATE, dtype=np.int64)
+    ref2[again] = second
+    decline_rows, decline_days, decline_attached = [], [], []
+    for lo, hi, rate in _yearly(setup, REFERRAL_RATE, DECLINE_RATIO):
+        hazard = rate * weight * days_in(spells, lo, hi) / 365.25
+        dec = np.flatnonzero(rng.random(n) < -np.expm1(-hazard))
+        days, attached = _attached(rng, visits, dec, lo, hi, sample_in(rng, take(spells, dec), lo, hi),
+                                   SP_EVENT_IN_CONSULTATION)
+        decline_rows.append(dec)
+        decline_days.append(days)
+        decline_attached.append(attached)
     adult = (x - people.birth) / 365.25 >= 18
     related = np.flatnonzero(rng.random(n) < RELATED_REFERRAL_SHARE * np.where(adult, 1.15, 0.3))
     housed = np.flatnonzero(people.homeless)
-    referred = np.flatnonzero(ref1 != _NO_DATE)
-    rows = np.concatenate([referred, again, *[d for d, _ in declines], related, housed])
-    days = np.concatenate([ref1[referred], ref2[again], *[d for _, d in declines],
-                           _sample_in(rng, _take(spells, related), h0, x),
-                           _sample_in(rng, _take(spells, housed), h0, x)])
+    other_rows = np.concatenate([related, housed])
+    other_days, other_attached = _attached(rng, visits, other_rows, h0, x,
+                                           sample_in(rng, take(spells, other_rows), h0, x),
+                                           SP_EVENT_IN_CONSULTATION)
+    rows = np.concatenate([referred, again, *decline_rows, other_rows])
+    days = np.concatenate([ref1[referred], second, *decline_days, other_days])
     codes = np.concatenate([
-        np.full(len(referred) + len(again), 0), np.full(sum(len(d) for d, _ in declines), 1),
+        np.full(len(referred) + len(again), 0), np.full(sum(len(d) for d in decline_rows), 1),
         2 + _choice(rng, RELATED_SHARES, len(related)), np.full(len(housed), 5)])
-    in_consultation = (codes == 0) | (rng.random(len(codes)) < SP_EVENT_IN_CONSULTATION)
+    in_consultation = np.concatenate([np.ones(len(referred) + len(again), dtype=bool),
+                                      *decline_attached, other_attached])
     return _SpEvents(rows, days, codes, in_consultation, ref1, ref2)
+
+
+@dataclass
+class _Use:
+    """A block's consultations and hospital attendances: (patient row, day) per event."""
+
+    consultations: tuple[np.ndarray, np.ndarray]
+    hospital: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _rates(setup: _Setup, prac: _Practice, people: _People, high_use,
+           ) -> dict[str, tuple[np.ndarray, float]]:
+    """Each patient's rate per registered year outside spells, and the spell factor, for
+    consultations and every hospital setting, calibrated so that the block's expected totals
+    (spells included) give the domain brief's rates."""
+    model, spells, person_days = setup.model, people.spells, people.person_days
+    female, male = people.sex == SEXES.index("F"), people.sex == SEXES.index("M")
+    age_sex = np.where(female, np.interp(people.age_mid, _AGE_KNOTS, _CONSULT_FEMALE),
+                       np.where(male, np.interp(people.age_mid, _AGE_KNOTS, _CONSULT_MALE),
+                                np.interp(people.age_mid, _AGE_KNOTS,
+                                          (_CONSULT_MALE + _CONSULT_FEMALE) / 2)))
+    base = people.frailty ** 0.8 * _IMD_AE[people.imd_code] * np.where(people.homeless, 3.0, 1.0)
+    wanted = {"consultations": (age_sex * people.frailty * _IMD_CONSULT[people.imd_code],
+                                CONSULTATION_RATE * prac.consult_factor,
+                                model.spell_consultation_factor),
+              "ae": (np.interp(people.age_mid, _AGE_KNOTS, _AE_AGE) * base, AE_RATE,
+                     model.spell_ae_factor)}
+    for setting in ("emergency_admission", "elective_admission", "outpatient"):
+        relative = np.interp(people.age_mid, _AGE_KNOTS, _HOSPITAL_AGE[setting])
+        wanted[setting] = (relative * (base if setting != "outpatient" else 1.0),
+                           HOSPITAL_RATES[setting],
+                           model.spell_admission_factor if setting == "emergency_admission" else 1.0)
+    rates = {}
+    for name, (relative, rate, factor) in wanted.items():
+        exposure = expected_use_days(spells, person_days, high_use, factor)
+        scale = rate * person_days.sum() / max(float((relative * exposure).sum()), 1e-12)
+        rates[name] = (relative * scale, factor)
+    return rates
+
+
+def _use(setup: _Setup, prac: _Practice, people: _People, rng: np.random.Generator
+         ) -> tuple[_Use, np.ndarray]:
+    """Draw the causal model of `synthetic_process` for a block: use without referral, first
+    referrals from the recorded history, then the effect of referral on the three outcomes.
+    Returns the events of the world with referral and each patient's first referral day."""
+    h0, x, model, spells = setup.h0, setup.x, setup.model, people.spells
+    high_use = draw_spells(rng, model, len(people.birth), h0, x)
+    rates = _rates(setup, prac, people, high_use)
+    events = {name: use_events(rng, spells, high_use, rate, factor, h0, x)
+              for name, (rate, factor) in rates.items()}
+    ref1 = first_referrals(rng, spells, _referral_weight(people, prac),
+                           _yearly(setup, REFERRAL_RATE), History(*events["consultations"]),
+                           History(*events["ae"]))
+    for name in EFFECT_OUTCOMES:
+        rate, factor = rates[name]
+        events[name] = apply_effect(rng, spells, high_use, *events[name], rate, factor, ref1, model)
+    return _Use(events.pop("consultations"), events), ref1
 
 
 def _block(setup: _Setup, prac: _Practice, first: int, n: int, rng: np.random.Generator,
            counters: dict[str, int]) -> dict[str, pa.Table]:
     """Patients `first+1 .. first+n` of a practice and all their rows, as contract tables."""
-    h0, x, effect = setup.h0, setup.x, setup.effect
+    h0, x = setup.h0, setup.x
     people = _people(setup, prac, n, rng)
-    sp = _sp_events(setup, prac, people, rng)
-    spells, person_days, age_mid = people.spells, people.person_days, people.age_mid
-    rows_all = np.arange(n)
-
-    # Index date: first referral in the study period; registered days of its windows.
-    in_study = [(ref >= setup.study_start) & (ref <= setup.study_end) for ref in (sp.ref1, sp.ref2)]
-    index = np.where(in_study[0], sp.ref1, np.where(in_study[1], sp.ref2, _NO_DATE))
-    cases = np.flatnonzero(index != _NO_DATE)
-    case_index = index[cases]
-    case_spells = _take(spells, cases)
-    windows = [(effect.pre_multiplier, -WINDOW_DAYS, -1), (effect.post_multiplier, 1, WINDOW_DAYS)]
-    exposure = person_days.astype(float)     # person-days weighted by the planted multipliers
-    for mult, lo, hi in windows:
-        exposure[cases] += (mult - 1.0) * _days_in(case_spells, case_index + lo, case_index + hi)
-
-    def with_effect(rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Baseline Poisson events with the planted change in each window around the index:
-        extra events where the multiplier is above 1, baseline events thinned where below."""
-        rows, days = _poisson_days(rng, spells, rate, h0, x)
-        keep = np.ones(len(rows), dtype=bool)
-        extra_rows, extra_days = [], []
-        for mult, lo, hi in windows:
-            if mult > 1.0:
-                r, d = _poisson_days(rng, case_spells, rate[cases] * (mult - 1.0),
-                                     case_index + lo, case_index + hi)
-                extra_rows.append(cases[r])
-                extra_days.append(d)
-            elif mult < 1.0:
-                at = index[rows]
-                in_window = (at != _NO_DATE) & (days >= at + lo) & (days <= at + hi)
-                keep &= ~(in_window & (rng.random(len(rows)) >= mult))
-        return (np.concatenate([rows[keep], *extra_rows]),
-                np.concatenate([days[keep], *extra_days]))
+    use, ref1 = _use(setup, prac, people, rng)
+    plain_rows, plain_days = use.consultations
+    sp = _sp_events(setup, prac, people, ref1, History(plain_rows, plain_days), rng)
+    age_mid, rows_all = people.age_mid, np.arange(n)
 
     def in_order(rows: np.ndarray, days: np.ndarray) -> np.ndarray:
         """Permutation putting events in patient, then date order."""
@@ -581,20 +599,11 @@ def _block(setup: _Setup, prac: _Practice, first: int, n: int, rng: np.random.Ge
         counters[table] += count
         return start + 1 + np.arange(count)
 
-    # Consultations, calibrated so the overall rate is CONSULTATION_RATE per person-year
-    # (times the practice's factor), counting those that carry an SP code.
-    female, male = people.sex == SEXES.index("F"), people.sex == SEXES.index("M")
-    age_sex = np.where(female, np.interp(age_mid, _AGE_KNOTS, _CONSULT_FEMALE),
-                       np.where(male, np.interp(age_mid, _AGE_KNOTS, _CONSULT_MALE),
-                                np.interp(age_mid, _AGE_KNOTS, (_CONSULT_MALE + _CONSULT_FEMALE) / 2)))
-    consult_rel = age_sex * people.frailty * _IMD_CONSULT[people.imd_code]
-    wanted = (CONSULTATION_RATE * prac.consult_factor * person_days.sum() / 365.25
-              - int(sp.in_consultation.sum()))
-    scale = max(wanted, 0.0) / max(float((consult_rel * exposure).sum()) / 365.25, 1e-12)
-    c_rows, c_days = with_effect(consult_rel * scale)
-    n_plain = len(c_rows)
-    c_rows = np.concatenate([c_rows, sp.rows[sp.in_consultation]])
-    c_days = np.concatenate([c_days, sp.days[sp.in_consultation]])
+    # Consultations: the use process's, then one per first referral (its index consultation).
+    index_visit = np.flatnonzero(sp.codes == 0)[: int((ref1 != NO_DATE).sum())]
+    n_plain = len(plain_rows)
+    c_rows = np.concatenate([plain_rows, sp.rows[index_visit]])
+    c_days = np.concatenate([plain_days, sp.days[index_visit]])
     order = in_order(c_rows, c_days)
     position = np.empty_like(order)
     position[order] = np.arange(len(order))
@@ -611,8 +620,15 @@ def _block(setup: _Setup, prac: _Practice, first: int, n: int, rng: np.random.Ge
     mode[link] = _choice(rng, (0.55, 0.4, 0.05), int(link.sum()))
     mode[from_sp] = _choice(rng, (0.7, 0.3), int(from_sp.sum()))
     consult_no = numbers("consultations", n_c)
+    # Each SP event recorded in a consultation names one: its own index consultation, or the
+    # first consultation of the patient that day (which exists: the day was picked from them).
     sp_consult_no = np.full(len(sp.rows), -1, dtype=np.int64)
-    sp_consult_no[sp.in_consultation] = consult_no[position[n_plain:]]
+    sp_consult_no[index_visit] = consult_no[position[n_plain:]]
+    attached = np.flatnonzero(sp.in_consultation)
+    attached = attached[~np.isin(attached, index_visit)]
+    keys = c_rows.astype(np.int64) * (x - h0 + 2) + (c_days - h0)
+    found = np.searchsorted(keys, sp.rows[attached] * (x - h0 + 2) + (sp.days[attached] - h0))
+    sp_consult_no[attached] = consult_no[found]
 
     # Clinical events: background codes in some consultations, plus the SP codes.
     b_pos = np.flatnonzero(~from_sp & (rng.random(n_c) < BACKGROUND_EVENT_SHARE))
@@ -639,17 +655,11 @@ def _block(setup: _Setup, prac: _Practice, first: int, n: int, rng: np.random.Ge
     e_consult = np.concatenate([consult_no[b_pos], sp_consult_no])[order]
     e_value = np.concatenate([value, np.full(len(sp.rows), np.nan)])[order]
 
-    # Hospital attendances: A&E with the planted change, admissions and outpatients without.
-    base = people.frailty ** 0.8 * _IMD_AE[people.imd_code] * np.where(people.homeless, 3.0, 1.0)
+    # Hospital attendances: every setting of the use process (the effect in A&E and emergency
+    # admissions), plus a little noise dated outside registered time.
     a_rows, a_days, a_setting = [], [], []
     for setting in ATTENDANCE_SETTINGS:
-        if setting == "ae":
-            rel = np.interp(age_mid, _AGE_KNOTS, _AE_AGE) * base
-            r, d = with_effect(rel * AE_RATE * person_days.sum() / max(float((rel * exposure).sum()), 1e-12))
-        else:
-            rel = np.interp(age_mid, _AGE_KNOTS, _HOSPITAL_AGE[setting])
-            rel = _normalise(rel * (base if setting != "outpatient" else 1.0), person_days)
-            r, d = _poisson_days(rng, spells, rel * HOSPITAL_RATES[setting], h0, x)
+        r, d = use.hospital[setting]
         a_rows.append(r)
         a_days.append(d)
         a_setting.append(np.full(len(r), ATTENDANCE_SETTINGS.index(setting)))
@@ -658,14 +668,14 @@ def _block(setup: _Setup, prac: _Practice, first: int, n: int, rng: np.random.Ge
     outside: Spells = [
         (np.maximum(h0, people.birth), people.start1 - 1),
         (np.where(people.has2, people.end1 + 1, 0), np.where(people.has2, people.start2 - 1, -1)),
-        (last_end + 1, np.where(people.death != _NO_DATE, people.death, x))]
-    outside_days = _days_in(outside, h0, x)
+        (last_end + 1, np.where(people.death != NO_DATE, people.death, x))]
+    outside_days = days_in(outside, h0, x)
     n_in = sum(len(r) for r in a_rows)
     n_noise = rng.binomial(n_in, OUTSIDE_REGISTRATION_SHARE / (1 - OUTSIDE_REGISTRATION_SHARE))
     if n_noise and outside_days.sum() > 0:
         r = rng.choice(n, size=n_noise, p=outside_days / outside_days.sum())
         a_rows.append(r)
-        a_days.append(_sample_in(rng, _take(outside, r), h0, x))
+        a_days.append(sample_in(rng, take(outside, r), h0, x))
         a_setting.append(np.concatenate(a_setting)[rng.integers(0, n_in, n_noise)]
                          if n_in else np.zeros(n_noise, dtype=np.int64))
     a_rows, a_days, a_setting = (np.concatenate(a) for a in (a_rows, a_days, a_setting))
@@ -689,7 +699,7 @@ def _block(setup: _Setup, prac: _Practice, first: int, n: int, rng: np.random.Ge
         return {"patient_id": patient_ids.take(pa.array(rows, type=pa.int64())),
                 "practice_id": pa.repeat(pid, len(rows))}
 
-    dead = people.death != _NO_DATE
+    dead = people.death != NO_DATE
     return {
         "patients": _table("patients", {
             **who(rows_all),
@@ -729,24 +739,24 @@ def _block(setup: _Setup, prac: _Practice, first: int, n: int, rng: np.random.Ge
 
 # --- Entry point ----------------------------------------------------------------------------
 def generate(out_dir: Path, patients: int = 20_000, practices: int = 20, seed: int = 42,
-             extracted_at: date = date(2020, 1, 31), effect: PlantedEffect = PlantedEffect(),
+             extracted_at: date = date(2020, 1, 31), model: CausalModel = CausalModel(),
              progress: Callable[[str], None] | None = None) -> GenerationSummary:
     """Write synthetic full deliveries under `out_dir`, one directory per delivery.
 
-    The same arguments give byte-identical files. Existing files of a delivery with the same
+    `model` is the causal model of `synthetic_process`; `model.effect` is the true rate ratio
+    of referral. The same arguments give byte-identical files. Existing files of a delivery with the same
     id are replaced; other contents of `out_dir` are left alone.
     """
     if patients < 1 or practices < 1:
         raise ValueError("patients and practices must both be at least 1")
     if extracted_at <= HISTORY_START:
         raise ValueError(f"extracted_at must be after {HISTORY_START.isoformat()}")
-    if effect.pre_multiplier < 0 or effect.post_multiplier < 0:
-        raise ValueError("planted multipliers must not be negative")
+    model.check()
     out_dir = Path(out_dir)
     x = _day(extracted_at)
     setup = _Setup(h0=_day(HISTORY_START), x=x, study_start=_day(STUDY_START),
                    study_end=min(_day(STUDY_END), x),
-                   years=tuple(range(HISTORY_START.year, extracted_at.year + 1)), effect=effect)
+                   years=tuple(range(HISTORY_START.year, extracted_at.year + 1)), model=model)
     plan = _plan_practices(patients, practices, np.random.default_rng(np.random.SeedSequence(seed)))
     rows = {table: 0 for table in TABLES}
     delivery_ids = []

@@ -59,6 +59,7 @@ select
     cast(person_time.post_days as {{ dbt.type_bigint() }}) as post_days,
     person_time.follow_up_end,
     person_time.complete_follow_up,
+    person_time.censored_at_referral,
     {%- for window_name in ['pre', 'post'] %}
     {%- for measure in measures %}
     cast(coalesce(counts.{{ window_name }}_{{ measure }}, 0) as {{ dbt.type_bigint() }})

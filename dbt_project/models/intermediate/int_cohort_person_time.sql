@@ -1,7 +1,8 @@
 -- Registered days in each window, and where follow-up ends.
 -- pre_days: registered days in [index - n, index - 1] (a new registrant has fewer than n).
 -- post_days: days from index + 1 until follow-up ends: the end of the registered span that
--- holds the index date (deregistration, death or extract date), or index + n.
+-- holds the index date (deregistration, death or extract date), index + n, or, for a control
+-- referred later, the day before its own referral (censored_at_referral).
 
 with cohort as (
     select * from {{ ref('int_cohort') }} where {{ in_build_scope() }}
@@ -48,12 +49,24 @@ post as (
     select
         windows.*,
         case when spans.span_end is not null
-            then least(spans.span_end, windows.post_end) end as follow_up_end
+            then least(spans.span_end, windows.post_end) end as registered_follow_up_end
     from windows
     left join spans
         on spans.practice_id = windows.practice_id
         and spans.patient_id = windows.patient_id
         and windows.index_date between spans.span_start and spans.span_end
+),
+
+censored as (
+    select
+        *,
+        coalesce(own_referral_date <= registered_follow_up_end, false) as censored_at_referral,
+        case
+            when own_referral_date <= registered_follow_up_end
+                then {{ add_days('own_referral_date', -1) }}
+            else registered_follow_up_end
+        end as follow_up_end
+    from post
 )
 
 select
@@ -69,8 +82,9 @@ select
     pre.pre_days,
     coalesce({{ days_between('post.index_date', 'post.follow_up_end') }}, 0) as post_days,
     coalesce({{ days_between('post.index_date', 'post.follow_up_end') }}, 0)
-        = {{ var('window_days') }} as complete_follow_up
-from post
+        = {{ var('window_days') }} as complete_follow_up,
+    post.censored_at_referral
+from censored as post
 inner join pre
     on pre.cohort = post.cohort
     and pre.practice_id = post.practice_id

@@ -1,15 +1,24 @@
--- Change in health-service use after referral: for each subgroup and measure, the post/pre
--- rate ratio of referred patients, that of their matched controls, and the ratio of the two
--- (a difference-in-differences on the rate-ratio scale), with 95% confidence intervals.
+-- The effect of referral on health-service use, per subgroup and measure, with 95%
+-- confidence intervals (docs/methods.md, decisions 5 and 10).
 --
--- The model (docs/methods.md): a Poisson model of events with log person-time offset and a
--- term per cohort and window, fitted by GEE with independence working correlation and a
--- robust (sandwich) variance clustered on matched sets. Its estimates are the ratio
--- estimators below, and its variance is the sum over sets of squared influences: a set's
--- influence on log(post/pre) of a cohort is
---   (E_post_s - R_post * T_post_s) / sum(E_post) - (E_pre_s - R_pre * T_pre_s) / sum(E_pre),
--- so pre and post counts of the same people are paired, overdispersion is allowed for, and a
--- case and its own controls are paired in the ratio of ratios: var = sum (u_s - v_s)^2.
+-- `effect` (kind 'causal'): the design's estimate of the rate after referral over the rate
+-- the same patients would have had without it. Controls are matched on recent use as of the
+-- index date, so the post-window rates of cases and their own controls are compared, set by
+-- set: the Mantel-Haenszel rate ratio stratified by matched set,
+--   RR = sum_s a_s / sum_s b_s,  a_s = E1_s T0_s / (T1_s + T0_s),  b_s = E0_s T1_s / (T1_s + T0_s)
+-- (E, T: post-window events and person-days of the case (1) and its controls (0)), with the
+-- robust variance of its estimating equation sum_s (a_s - RR b_s) = 0, clustered on sets:
+--   var(log RR) = sum_s (a_s - RR b_s)^2 / (sum_s a_s)^2.
+-- Only sets with at least one control count; the pre windows are not differenced (that
+-- would bring regression to the mean back: Daw & Hatfield 2018).
+--
+-- Descriptive rows (kind 'descriptive'): the post/pre rate ratio of referred patients, that
+-- of their controls, and their ratio, from a Poisson GEE with a term per cohort and window
+-- and a sandwich variance clustered on matched sets. A set's influence on log(post/pre) of a
+-- cohort is (E_post_s - R_post T_post_s) / sum(E_post) - (E_pre_s - R_pre T_pre_s) / sum(E_pre),
+-- and the ratio of ratios pairs a case with its own controls: var = sum (u_s - v_s)^2. They
+-- describe change over time; they are not effects (a before/after fall is mostly regression
+-- to the mean).
 
 with set_windows as (
     select * from {{ ref('int_matched_set_windows') }}
@@ -109,7 +118,105 @@ comparisons as (
     where referred.cohort = 'referred'
 ),
 
-estimates as (
+-- The causal estimate: matched sets with at least one control, post windows only.
+matched_sets as (
+    select
+        subgroup,
+        measure,
+        practice_id,
+        case_patient_id,
+        sum(case when cohort = 'control' then patients else 0 end) as controls,
+        sum(case when cohort = 'referred' then pre_events else 0 end) as case_pre_events,
+        sum(case when cohort = 'referred' then pre_person_days else 0 end) as case_pre_days,
+        sum(case when cohort = 'referred' then post_events else 0 end) as case_post_events,
+        sum(case when cohort = 'referred' then post_person_days else 0 end) as case_post_days,
+        sum(case when cohort = 'control' then pre_events else 0 end) as control_pre_events,
+        sum(case when cohort = 'control' then pre_person_days else 0 end) as control_pre_days,
+        sum(case when cohort = 'control' then post_events else 0 end) as control_post_events,
+        sum(case when cohort = 'control' then post_person_days else 0 end) as control_post_days
+    from set_windows
+    group by subgroup, measure, practice_id, case_patient_id
+    having sum(case when cohort = 'control' then patients else 0 end) > 0
+),
+
+mantel_haenszel_terms as (
+    select
+        *,
+        case when case_post_days + control_post_days > 0 then
+            cast(case_post_events as {{ dbt.type_float() }}) * control_post_days
+            / (case_post_days + control_post_days)
+        else 0 end as mh_a,
+        case when case_post_days + control_post_days > 0 then
+            cast(control_post_events as {{ dbt.type_float() }}) * case_post_days
+            / (case_post_days + control_post_days)
+        else 0 end as mh_b
+    from matched_sets
+),
+
+mantel_haenszel as (
+    select
+        subgroup,
+        measure,
+        count(*) as matched_sets,
+        sum(controls) as controls,
+        sum(case_pre_events) as case_pre_events,
+        sum(case_pre_days) as case_pre_days,
+        sum(case_post_events) as case_post_events,
+        sum(case_post_days) as case_post_days,
+        sum(control_pre_events) as control_pre_events,
+        sum(control_pre_days) as control_pre_days,
+        sum(control_post_events) as control_post_events,
+        sum(control_post_days) as control_post_days,
+        sum(mh_a) as sum_a,
+        sum(mh_b) as sum_b
+    from mantel_haenszel_terms
+    group by subgroup, measure
+),
+
+mantel_haenszel_variance as (
+    select
+        terms.subgroup,
+        terms.measure,
+        sum((terms.mh_a - totals.sum_a / totals.sum_b * terms.mh_b)
+            * (terms.mh_a - totals.sum_a / totals.sum_b * terms.mh_b)) as variance_numerator
+    from mantel_haenszel_terms as terms
+    inner join mantel_haenszel as totals
+        on totals.subgroup = terms.subgroup
+        and totals.measure = terms.measure
+    where totals.sum_a > 0 and totals.sum_b > 0
+    group by terms.subgroup, terms.measure
+),
+
+effects as (
+    select
+        comparisons.subgroup,
+        comparisons.measure,
+        'effect' as estimate,
+        'causal' as kind,
+        coalesce(mh.matched_sets, 0) as referred_patients,
+        coalesce(mh.controls, 0) as control_patients,
+        coalesce(mh.matched_sets, 0) as cases_with_controls,
+        mh.case_pre_events as referred_pre_events,
+        mh.case_pre_days as referred_pre_person_days,
+        mh.case_post_events as referred_post_events,
+        mh.case_post_days as referred_post_person_days,
+        mh.control_pre_events,
+        mh.control_pre_days as control_pre_person_days,
+        mh.control_post_events,
+        mh.control_post_days as control_post_person_days,
+        mh.sum_a / nullif(mh.sum_b, 0) as ratio,
+        case when mh.matched_sets >= 2 and mh.sum_a > 0 and mh.sum_b > 0
+            then sqrt(variance.variance_numerator) / mh.sum_a end as log_se
+    from comparisons
+    left join mantel_haenszel as mh
+        on mh.subgroup = comparisons.subgroup
+        and mh.measure = comparisons.measure
+    left join mantel_haenszel_variance as variance
+        on variance.subgroup = comparisons.subgroup
+        and variance.measure = comparisons.measure
+),
+
+descriptive as (
     select *, 'referred_post_vs_pre' as estimate, referred_ratio as ratio,
         referred_log_se as log_se
     from comparisons
@@ -123,6 +230,22 @@ estimates as (
     from comparisons
 ),
 
+estimates as (
+    select
+        subgroup, measure, estimate, kind, referred_patients, control_patients,
+        cases_with_controls, referred_pre_events, referred_pre_person_days,
+        referred_post_events, referred_post_person_days, control_pre_events,
+        control_pre_person_days, control_post_events, control_post_person_days, ratio, log_se
+    from effects
+    union all
+    select
+        subgroup, measure, estimate, 'descriptive' as kind, referred_patients,
+        control_patients, cases_with_controls, referred_pre_events, referred_pre_person_days,
+        referred_post_events, referred_post_person_days, control_pre_events,
+        control_pre_person_days, control_post_events, control_post_person_days, ratio, log_se
+    from descriptive
+),
+
 bounded as (
     select
         *,
@@ -134,6 +257,7 @@ select
     subgroup,
     measure,
     estimate,
+    kind,
     cast(referred_patients as {{ dbt.type_bigint() }}) as referred_patients,
     cast(control_patients as {{ dbt.type_bigint() }}) as control_patients,
     cast(cases_with_controls as {{ dbt.type_bigint() }}) as cases_with_controls,

@@ -7,6 +7,7 @@ select
     case_patient_id,
     patient_id as control_patient_id,
     control_number,
+    censored_at_referral,
     {{ outcome_columns() | join(',\n    ') }}
 from cohort_outcomes
 where cohort = 'control'

@@ -1,6 +1,7 @@
 """Draw up to `controls_per_case` controls per referred patient, without replacement.
 
-Cases are taken in the seeded `case_order`; each takes its eligible candidates in seeded
+Cases are taken in the seeded `case_order`; each takes its candidates (already matched on
+the trial's criteria, int_control_candidates) nearest first by `distance`, ties in seeded
 `control_order`, skipping anyone already drawn for an earlier case. A greedy draw is
 inherently sequential, which is why this one step is Python rather than SQL.
 
@@ -10,7 +11,8 @@ the build scope, and a distributed engine could draw for each practice in parall
 engine sorts the candidates; Python only walks them once, as plain tuples.
 """
 
-ORDER = "case_order, practice_id, case_patient_id, control_order, control_patient_id"
+ORDER = ("case_order, practice_id, case_patient_id, distance, control_order, "
+         "control_patient_id")
 COLUMNS = ["practice_id", "case_patient_id", "index_date", "control_patient_id",
            "control_number"]
 
