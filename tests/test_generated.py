@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from conftest import run_pipeline
-from release_checks import assert_disclosure_safe, read_csv
+from release_checks import (assert_disclosure_safe,
+                            assert_model_statistics_come_from_released_values, read_csv)
 from sprx_pipeline.config import PROJECT_ROOT
 from sprx_pipeline.release import write_release
 from sprx_pipeline.report import write_report
@@ -240,6 +241,8 @@ def generated_release(generated, tmp_path_factory):
 
 def test_generated_release_rounds_every_count_and_recomputes_rates(generated_release):
     assert_disclosure_safe(generated_release)
+    # Every standard error is recomputed from the released counts and design effect.
+    assert assert_model_statistics_come_from_released_values(generated_release) >= 20
     for row in read_csv(generated_release / "sp_outcome_summary.csv"):
         if row["rate_per_1000_py"]:
             assert float(row["rate_per_1000_py"]) == round(

@@ -19,7 +19,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from release_checks import assert_disclosure_safe, read_csv
+from release_checks import (assert_disclosure_safe,
+                            assert_model_statistics_come_from_released_values, read_csv)
 from sprx_pipeline import disclosure
 from sprx_pipeline.build import run_dbt
 from sprx_pipeline.config import DBT_PROJECT_DIR
@@ -230,6 +231,14 @@ def test_tiny_release_redacts_small_counts_and_rounds_the_rest(tiny_release):
     # Eight referred patients: every outcome count and estimate is redacted.
     effects = read_csv(tiny_release / "sp_effect_estimates.csv")
     assert {r["ratio"] for r in effects} == {""} and len(effects) == 24
+
+
+def test_no_released_statistic_gives_back_a_count_that_rounding_hid(tiny_release):
+    """Every count behind a model statistic of the tiny extract is 7 or fewer, so every
+    standard error, design effect and interval is empty; the effect ratios too."""
+    assert assert_model_statistics_come_from_released_values(tiny_release) == 0
+    for row in read_csv(tiny_release / "sp_effect_estimates.csv"):
+        assert (row["ratio"], row["log_se"], row["design_effect"]) == ("", "", "")
 
 
 def test_manifest_lists_files_rows_rules_and_build(tiny, tiny_release):

@@ -61,7 +61,7 @@ def interval(estimate: float | None, log_se: float | None, z: float = 1.95996398
 
 
 MODEL_RATIO_DECIMALS = 2
-STANDARD_ERROR_FIGURES = 2
+DESIGN_EFFECT_DECIMALS = 1
 
 
 def round_model_ratio(value: float | None) -> float | None:
@@ -69,12 +69,33 @@ def round_model_ratio(value: float | None) -> float | None:
     return None if value is None else round(value, MODEL_RATIO_DECIMALS)
 
 
-def round_standard_error(value: float | None) -> float | None:
-    """A standard error to 2 significant figures: enough for an interval, too coarse to
-    give back the counts it was computed from."""
-    if value is None or value <= 0:
+def poisson_log_variance(*counts: float | None) -> float | None:
+    """sum 1/E over the counts behind a log rate or log rate ratio: its variance if the
+    counts were Poisson. None if any count is missing (redacted) or 0."""
+    if any(not count for count in counts):
         return None
-    return round(value, STANDARD_ERROR_FIGURES - 1 - math.floor(math.log10(value)))
+    return sum(1.0 / count for count in counts)
+
+
+def design_effect(exact_log_se: float | None, *exact_counts: float | None) -> float | None:
+    """How much the robust variance exceeds the Poisson one (overdispersion and the
+    correlation of matched sets), to 1 decimal and at least 0.1: the one fact about the
+    exact data that a released interval adds to the rounded counts."""
+    poisson = poisson_log_variance(*exact_counts)
+    if exact_log_se is None or poisson is None:
+        return None
+    return max(round(exact_log_se ** 2 / poisson, DESIGN_EFFECT_DECIMALS),
+               10.0 ** -DESIGN_EFFECT_DECIMALS)
+
+
+def released_log_se(effect: float | None, *rounded_counts: float | None) -> float | None:
+    """The standard error a release gives: the Poisson one of the rounded counts, times the
+    rounded design effect. It is a function of released values only, so it cannot give back
+    a count that rounding hid."""
+    poisson = poisson_log_variance(*rounded_counts)
+    if effect is None or poisson is None:
+        return None
+    return round(math.sqrt(effect * poisson), 6)
 
 
 RULES = [
@@ -86,15 +107,17 @@ RULES = [
     f"nearest whole person-year, in columns ending in '{PERSON_TIME_SUFFIX}'",
     "rates, ratios, shares and percentages are recomputed from the rounded counts; one "
     "whose inputs are redacted is redacted",
-    "confidence intervals are recomputed around the recomputed estimate from the standard "
-    "error of its log (log_se), released only with the estimate",
+    "a standard error (log_se) is recomputed from the rounded counts: the Poisson one, "
+    "sum 1/E, times the design effect (robust over Poisson variance) released to "
+    f"{DESIGN_EFFECT_DECIMALS} decimal; it is empty wherever an input count is redacted, and "
+    "the 95% interval is computed from the released estimate and log_se",
     f"an estimate the rounded counts cannot give back (the Mantel-Haenszel effect) is "
-    f"released only when none of its input counts is redacted, to {MODEL_RATIO_DECIMALS} "
-    f"decimals with its log standard error to {STANDARD_ERROR_FIGURES} significant figures, "
-    "and its interval is computed from those",
+    f"released to {MODEL_RATIO_DECIMALS} decimals, only when none of its input counts is "
+    "redacted",
     "a covariate's mean or share in a group is released only over more than "
     f"{SUPPRESSION_THRESHOLD} people (for a share, more than {SUPPRESSION_THRESHOLD} with "
-    "the level and without it), shares recomputed from rounded counts; standardised "
-    "differences to 2 decimals, only where both their values are released",
+    "the level and without it): shares recomputed from rounded counts (the controls' "
+    "weighted share to 2 decimals), means and standard deviations to 1 decimal; "
+    "standardised differences are recomputed from those released values",
     "no patient-level or practice-level table is ever released",
 ]

@@ -1,31 +1,69 @@
-"""Direct identifiers must never enter the warehouse: find columns that look like them.
+"""Direct identifiers must never enter the warehouse: find columns that hold them.
 
-Checked on every staged file before any row is checked or quarantined, because the
-quarantine keeps rows too: a delivery with a column of NHS numbers, postcodes or full dates
-of birth is refused whole, with the file, column and rule named.
+Security-sensitive and kept small: named constants, one SQL pass per staged file, and a
+pure decision. It runs on every staged file before any row is checked or quarantined,
+because the quarantine keeps rows too. A delivery with NHS numbers, postcodes or full dates
+of birth in any column is refused whole, with the file, column, count and rule named. Every
+column is checked except date columns: ids, codes, values and labels.
 
-- NHS number: 10 digits (optionally spaced 3-3-4) whose modulus-11 check digit is right.
-  Random 10-digit pseudonyms pass the check about one time in eleven, so a column is flagged
-  when at least half its values are valid NHS numbers, or any value is written in the
-  spaced NHS form.
-- Postcode: the UK postcode shape (e.g. `SW1A 1AA`, `M1 1AE`); flagged when at least half the
-  values match, or any value has the spaced form.
-- Full date of birth: `year_of_birth` holding dates instead of years.
+**NHS numbers** are 10 digits (optionally spaced 3-3-4) whose modulus-11 check digit is
+right. Random 10-digit pseudonyms pass the check about 1 time in 11: the weighted sum of the
+first nine digits is close to uniform modulo 11, the check is then 10 (invalid) 1 time in 11,
+and otherwise matches the tenth digit 1 time in 10, so 10/11 × 1/10 = 1/11. A column is
+refused when, among its distinct NHS-shaped values, the number that pass is improbable for
+random digits. The test is a one-sided exact binomial test against 1/11 (`binomial_tail`).
+Its level is `NHS_FORMAT_ALPHA` (10⁻⁶) when most of the column is NHS-shaped, where a
+practice with random 10-digit pseudonyms must still load, and `OUTLIER_ALPHA` (10⁻³) when
+NHS-shaped values stand out from a column of another format. A column is also refused when
+at least half its values pass, or when any passing value is in the spaced NHS form (as the
+NHS writes it). Distinct values are counted, not rows, because a patient id repeats on
+every consultation, and a common 10-digit SNOMED code would otherwise count thousands of
+times.
+
+*What the bound catches*: in a column of N random 10-digit pseudonyms, a leak of a share s
+of NHS numbers raises the expected passing share from 1/11 to s + (1 - s)/11. With
+N = 5,000 the 10⁻⁶ bound is 555 passing values of 5,000, crossed with 50% probability at a
+2.2% leak, 95% at 3% and 99.98% at 4%. `tests/test_identifiers.py` shows a 4% leak
+refused and a 1% leak not caught. A leak into a column of any other format is caught from
+3 values on.
+
+**Postcodes**: the UK postcode shape (e.g. `SW1A 1AA`, `M1 1AE`). A column is refused when
+any value has the spaced form, when at least half its values have the shape, or when, for
+some length L from 5 to 8 characters, at least 3 values have the shape and they are at least
+half of the column's values of that length. That is how a postcode stands out from
+pseudonyms of another length or format. Short alphanumeric pseudonyms can look like
+postcodes by chance (about 1 in 20 for six random letters and digits), so a column of them
+can hide a minority of unspaced postcodes of their own length: a limit of any check on
+shape alone.
+
+**Full dates of birth**: `year_of_birth` holding dates instead of years.
+
+>>> is_nhs_number("943 476 5919"), is_nhs_number("9434765918")
+(True, False)
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import duckdb
 
 from .contract import TableSpec
 
-NHS_DIGITS = "regexp_replace({v}, '[ -]', '', 'g')"
+NHS_PASS_CHANCE = 1 / 11          # random 10 digits passing modulus 11
+NHS_FORMAT_ALPHA = 1e-6           # level where the column's own format is 10 digits
+OUTLIER_ALPHA = 1e-3              # level where NHS-shaped values are a minority
+MAJORITY_SHARE = 0.5
+POSTCODE_MIN_COUNT = 3
+POSTCODE_LENGTHS = range(5, 9)    # "M11AE" .. "SW1A 1AA"
+
 NHS_SHAPE = r"^[0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4}$"
 NHS_SPACED = r"^[0-9]{3} [0-9]{3} [0-9]{4}$"
 POSTCODE_SHAPE = r"^[A-Za-z]{1,2}[0-9][A-Za-z0-9]? ?[0-9][A-Za-z]{2}$"
 POSTCODE_SPACED = r"^[A-Za-z]{1,2}[0-9][A-Za-z0-9]? [0-9][A-Za-z]{2}$"
 DATE_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$|^[0-9]{2}/[0-9]{2}/[0-9]{4}$"
-FLAG_SHARE = 0.5
+WHOLE_NUMBER = r"\.0+$"           # a number column's 9434765919.0 is 9434765919
 
 
 def nhs_number_valid_sql(value: str) -> str:
@@ -33,12 +71,12 @@ def nhs_number_valid_sql(value: str) -> str:
 
     The arithmetic sits behind a CASE so that it runs only on values of the right shape.
     """
-    digits = NHS_DIGITS.format(v=value)
-    weighted = " + ".join(f"{11 - i} * try_cast(substr({digits}, {i}, 1) as integer)"
+    digits = f"regexp_replace({value}, '[ -]', '', 'g')"
+    weighted = " + ".join(f"{11 - i} * cast(substr({digits}, {i}, 1) as integer)"
                           for i in range(1, 10))
     check = f"(11 - (({weighted}) % 11)) % 11"
     return (f"(case when regexp_full_match({value}, '{NHS_SHAPE}') then {check} <> 10 "
-            f"and {check} = try_cast(substr({digits}, 10, 1) as integer) else false end)")
+            f"and {check} = cast(substr({digits}, 10, 1) as integer) else false end)")
 
 
 def is_nhs_number(value: str) -> bool:
@@ -50,35 +88,106 @@ def is_nhs_number(value: str) -> bool:
     return check != 10 and check == int(digits[9])
 
 
+def binomial_tail(successes: int, trials: int, chance: float) -> float:
+    """P(X >= successes) for X ~ Binomial(trials, chance), exactly (a sum of log terms)."""
+    if successes <= 0:
+        return 1.0
+    if successes > trials:
+        return 0.0
+    log_p, log_q = math.log(chance), math.log1p(-chance)
+    terms = [math.lgamma(trials + 1) - math.lgamma(k + 1) - math.lgamma(trials - k + 1)
+             + k * log_p + (trials - k) * log_q for k in range(successes, trials + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+@dataclass(frozen=True)
+class ColumnCounts:
+    """What one SQL pass counts in a column (NHS counts are of distinct values)."""
+
+    filled: int
+    nhs_shaped: int
+    nhs_valid: int
+    nhs_spaced_valid: int
+    postcode_shaped: int
+    postcode_spaced: int
+    by_length: dict[int, tuple[int, int]]   # length -> (postcode-shaped, all values)
+
+
+def nhs_problem(counts: ColumnCounts) -> str | None:
+    """The rule and evidence if a column's NHS-shaped values are NHS numbers, else None."""
+    if not counts.filled or not counts.nhs_valid:
+        return None
+    valid, shaped = counts.nhs_valid, counts.nhs_shaped
+    if counts.nhs_spaced_valid:
+        return (f"nhs_number: {counts.nhs_spaced_valid} values in the spaced NHS number form "
+                "pass the modulus-11 check")
+    if valid / counts.filled >= MAJORITY_SHARE:
+        return f"nhs_number: {valid} of {counts.filled} values pass the NHS number modulus-11 check"
+    own_format = shaped / counts.filled >= MAJORITY_SHARE
+    alpha = NHS_FORMAT_ALPHA if own_format else OUTLIER_ALPHA
+    tail = binomial_tail(valid, shaped, NHS_PASS_CHANCE)
+    if tail <= alpha:
+        where = ("of its 10-digit values" if own_format else
+                 f"NHS-shaped values among {counts.filled} values of another format")
+        return (f"nhs_number: {valid} of {shaped} distinct {where} pass the modulus-11 check, "
+                f"where random digits pass 1 in 11 (binomial P = {tail:.1e} <= {alpha:g})")
+    return None
+
+
+def postcode_problem(counts: ColumnCounts) -> str | None:
+    """The rule and evidence if a column holds postcodes, else None."""
+    if counts.postcode_spaced:
+        return f"postcode: {counts.postcode_spaced} values have the spaced UK postcode form"
+    if counts.filled and counts.postcode_shaped / counts.filled >= MAJORITY_SHARE:
+        return f"postcode: {counts.postcode_shaped} of {counts.filled} values look like UK postcodes"
+    for length, (shaped, total) in sorted(counts.by_length.items()):
+        if shaped >= POSTCODE_MIN_COUNT and shaped / total >= MAJORITY_SHARE:
+            return (f"postcode: {shaped} of the column's {total} values of {length} characters "
+                    f"look like UK postcodes, unlike the rest of its {counts.filled} values")
+    return None
+
+
+def _column_measures(name: str, kind: str) -> list[str]:
+    value = f"regexp_replace({name}, '{WHOLE_NUMBER}', '')" if kind == "number" else name
+    valid = nhs_number_valid_sql(value)
+    measures = [
+        f"count({name})",
+        f"count(distinct case when regexp_full_match({value}, '{NHS_SHAPE}') then {value} end)",
+        f"count(distinct case when {valid} then {value} end)",
+        f"count(distinct case when regexp_full_match({value}, '{NHS_SPACED}') and {valid} "
+        f"then {value} end)",
+        f"count(*) filter (where regexp_full_match({name}, '{POSTCODE_SHAPE}'))",
+        f"count(*) filter (where regexp_full_match({name}, '{POSTCODE_SPACED}'))"]
+    for length in POSTCODE_LENGTHS:
+        measures += [f"count(*) filter (where length({name}) = {length} and "
+                     f"regexp_full_match({name}, '{POSTCODE_SHAPE}'))",
+                     f"count(*) filter (where length({name}) = {length})"]
+    return measures
+
+
 def identifier_problems(con: duckdb.DuckDBPyConnection, staged: str,
                         spec: TableSpec) -> list[tuple[str, str]]:
     """(column, rule and evidence) for each column of a staged table that holds identifiers.
 
     One pass over the table counts every column's suspicious values at once.
     """
-    measures, columns = [], [c.name for c in spec.columns if c.kind != "date"]
-    for name in columns:
-        measures += [
-            f"count(*) filter (where {nhs_number_valid_sql(name)})",
-            f"count(*) filter (where regexp_full_match({name}, '{NHS_SPACED}') "
-            f"and {nhs_number_valid_sql(name)})",
-            f"count(*) filter (where regexp_full_match({name}, '{POSTCODE_SHAPE}'))",
-            f"count(*) filter (where regexp_full_match({name}, '{POSTCODE_SPACED}'))",
-            f"count({name})"]
-    if "year_of_birth" in columns:
+    columns = [c for c in spec.columns if c.kind != "date"]
+    per_column = 6 + 2 * len(POSTCODE_LENGTHS)
+    measures = [m for c in columns for m in _column_measures(c.name, c.kind)]
+    if "year_of_birth" in spec.column_names:
         measures.append(f"count(*) filter (where regexp_full_match(year_of_birth, "
                         f"'{DATE_SHAPE}'))")
-    counts = con.execute(f"select {', '.join(measures)} from {staged}").fetchone()
+    row = con.execute(f"select {', '.join(measures)} from {staged}").fetchone()
     problems = []
-    for i, name in enumerate(columns):
-        nhs, nhs_spaced, postcode, postcode_spaced, filled = counts[5 * i: 5 * i + 5]
-        if nhs_spaced or (filled and nhs / filled >= FLAG_SHARE):
-            problems.append((name, f"nhs_number: {nhs} of {filled} values pass the NHS "
-                                   "number modulus-11 check"))
-        elif postcode_spaced or (filled and postcode / filled >= FLAG_SHARE):
-            problems.append((name, f"postcode: {postcode} of {filled} values look like "
-                                   "UK postcodes"))
-    if "year_of_birth" in columns and counts[-1]:
-        problems.append(("year_of_birth", f"date_of_birth: {counts[-1]} values are full "
+    for i, column in enumerate(columns):
+        values = row[i * per_column:(i + 1) * per_column]
+        lengths = {length: (values[6 + 2 * k], values[7 + 2 * k])
+                   for k, length in enumerate(POSTCODE_LENGTHS)}
+        counts = ColumnCounts(*values[:6], by_length=lengths)
+        if problem := nhs_problem(counts) or postcode_problem(counts):
+            problems.append((column.name, problem))
+    if "year_of_birth" in spec.column_names and row[-1]:
+        problems.append(("year_of_birth", f"date_of_birth: {row[-1]} values are full "
                                           "dates, not years"))
     return problems

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import json
 import shutil
 import tempfile
@@ -76,9 +77,15 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _with_interval(estimate: float | None, log_se: float | None, digits: int) -> Row:
+def _with_interval(estimate: float | None, exact_log_se: float | None, digits: int,
+                   exact_counts: tuple, rounded_counts: tuple) -> Row:
+    """The design effect, the log_se recomputed from the rounded counts, and the interval
+    around the released estimate (disclosure.released_log_se)."""
+    effect = disclosure.design_effect(exact_log_se, *exact_counts)
+    log_se = disclosure.released_log_se(effect, *rounded_counts)
     lower, upper = interval(estimate, log_se)
-    return {"log_se": log_se if lower is not None else None,
+    released = lower is not None
+    return {"design_effect": effect if released else None, "log_se": log_se if released else None,
             "ci_lower": _rounded(lower, digits), "ci_upper": _rounded(upper, digits)}
 
 
@@ -92,7 +99,8 @@ def _outcome_summary(r: Row, _: Row) -> Row:
 
 def _outcome_rate(r: Row, exact: Row) -> Row:
     estimate = rate(r["events"], r["person_years"], 1000)
-    return {"rate_per_1000_py": _rounded(estimate, 2), **_with_interval(estimate, exact["log_se"], 2)}
+    return {"rate_per_1000_py": _rounded(estimate, 2),
+            **_with_interval(estimate, exact["log_se"], 2, (exact["events"],), (r["events"],))}
 
 
 def _post_vs_pre(r: Row, cohort: str) -> float | None:
@@ -102,27 +110,34 @@ def _post_vs_pre(r: Row, cohort: str) -> float | None:
     return rate(post, pre)
 
 
+# The event counts behind each estimate of sp_effect_estimates (their log variance, if Poisson,
+# is the sum of their reciprocals).
+_ESTIMATE_EVENTS = {
+    "effect": ("referred_post_events", "control_post_events"),
+    "referred_post_vs_pre": ("referred_pre_events", "referred_post_events"),
+    "control_post_vs_pre": ("control_pre_events", "control_post_events"),
+    "ratio_of_ratios": ("referred_pre_events", "referred_post_events", "control_pre_events",
+                        "control_post_events"),
+}
+
+
 def _effect_estimate(r: Row, exact: Row) -> Row:
-    if exact["estimate"] == "effect":
-        return _model_estimate(r, exact)
-    referred, control = _post_vs_pre(r, "referred"), _post_vs_pre(r, "control")
-    estimate = {"referred_post_vs_pre": referred, "control_post_vs_pre": control,
-                "ratio_of_ratios": rate(referred, control)}[exact["estimate"]]
-    return {"ratio": _rounded(estimate, 4), **_with_interval(estimate, exact["log_se"], 4)}
-
-
-def _model_estimate(r: Row, exact: Row) -> Row:
-    """An estimate that the rounded inputs cannot give back (the Mantel-Haenszel rate ratio
-    sums over matched sets): released only when none of its input counts is redacted, the
-    ratio to 2 decimals and the standard error of its log to 2 significant figures, with the
-    interval computed from those released values."""
-    if any(value is None for value in r.values()) or exact["ratio"] is None:
-        return {"ratio": None, "log_se": None, "ci_lower": None, "ci_upper": None}
-    estimate = disclosure.round_model_ratio(exact["ratio"])
-    log_se = disclosure.round_standard_error(exact["log_se"])
-    lower, upper = interval(estimate, log_se)
-    return {"ratio": estimate, "log_se": log_se if lower is not None else None,
-            "ci_lower": _rounded(lower, 2), "ci_upper": _rounded(upper, 2)}
+    kind = exact["estimate"]
+    if kind == "effect":
+        # The Mantel-Haenszel ratio sums over matched sets: the rounded totals cannot give it
+        # back, so it is rounded itself, and only released when no input is redacted.
+        whole = all(value is not None for value in r.values())
+        estimate = disclosure.round_model_ratio(exact["ratio"]) if whole else None
+        digits = disclosure.MODEL_RATIO_DECIMALS
+    else:
+        referred, control = _post_vs_pre(r, "referred"), _post_vs_pre(r, "control")
+        estimate = {"referred_post_vs_pre": referred, "control_post_vs_pre": control,
+                    "ratio_of_ratios": rate(referred, control)}[kind]
+        digits = 4
+    events = _ESTIMATE_EVENTS[kind]
+    return {"ratio": _rounded(estimate, digits),
+            **_with_interval(estimate, exact["log_se"], digits, tuple(exact[c] for c in events),
+                             tuple(r[c] for c in events))}
 
 
 _BALANCE_GROUPS = ("cases", "comparators", "matched_cases", "controls", "unmatched_cases")
@@ -130,31 +145,46 @@ _BALANCE_SMDS = {"smd_before": ("cases", "comparators"), "smd_after": ("matched_
                  "smd_unmatched": ("unmatched_cases", "matched_cases")}
 
 
-def _balance_value(r: Row, exact: Row, group: str) -> float | None:
-    """A group's mean or share, released only over more than 7 people (and, for a share,
-    more than 7 with the level and more than 7 without): shares of unweighted groups are
-    recomputed from the rounded counts; the controls' share is weighted (1/k per set), so
-    it is rounded to 2 decimals instead; means are rounded to 1 decimal."""
+def _balance_value(r: Row, exact: Row, group: str) -> tuple[float | None, float | None]:
+    """A group's released (mean or share, standard deviation), or Nones: only over more than
+    7 people (and, for a share, more than 7 with the level and more than 7 without). Shares
+    of unweighted groups are recomputed from the rounded counts; the controls' share is
+    weighted (1/k per set), so it is rounded to 2 decimals instead; means and standard
+    deviations are rounded to 1 decimal."""
     people = r[group]
     if people is None:
-        return None
+        return None, None
     if exact["statistic"] == "mean":
-        return _rounded(exact[f"{group}_value"], 1)
+        return _rounded(exact[f"{group}_value"], 1), _rounded(exact[f"{group}_sd"], 1)
     with_level = r[f"{group}_with_level"]
     without = apply_sdc(exact[group] - exact[f"{group}_with_level"])
     if with_level is None or without is None:
+        return None, None
+    share = (_rounded(exact[f"{group}_value"], 2) if group == "controls"
+             else _rounded(rate(with_level, people), 4))
+    return share, math.sqrt(share * (1 - share))
+
+
+def _smd(first: tuple[float | None, float | None], second: tuple[float | None, float | None]
+         ) -> float | None:
+    """The standardised difference of two released (value, sd) pairs, to 2 decimals."""
+    (x1, s1), (x0, s0) = first, second
+    if None in (x1, s1, x0, s0):
         return None
-    if group == "controls":
-        return _rounded(exact[f"{group}_value"], 2)
-    return _rounded(rate(with_level, people), 4)
+    if x1 == x0:
+        return 0.0
+    spread = math.sqrt((s1 * s1 + s0 * s0) / 2)
+    return round((x1 - x0) / spread, 2) if spread > 0 else None
 
 
 def _balance(r: Row, exact: Row) -> Row:
-    values = {f"{g}_value": _balance_value(r, exact, g) for g in _BALANCE_GROUPS}
-    smds = {name: (_rounded(exact[name], 2) if values[f"{a}_value"] is not None
-                   and values[f"{b}_value"] is not None else None)
-            for name, (a, b) in _BALANCE_SMDS.items()}
-    return {**values, **smds}
+    released = {g: _balance_value(r, exact, g) for g in _BALANCE_GROUPS}
+    out: Row = {}
+    for group, (value, sd) in released.items():
+        out[f"{group}_value"] = value
+        out[f"{group}_sd"] = sd if exact["statistic"] == "mean" else None
+    out.update({name: _smd(released[a], released[b]) for name, (a, b) in _BALANCE_SMDS.items()})
+    return out
 
 
 def _matching(r: Row, _: Row) -> Row:
@@ -181,18 +211,18 @@ RELEASED_TABLES = (
                   _outcome_summary, ("cohort", "measure", "window")),
     ReleasedTable("sp_outcome_rates", ("subgroup", "cohort", "measure", "window"),
                   ("patients", "matched_sets", "events", "person_years"),
-                  ("rate_per_1000_py", "log_se", "ci_lower", "ci_upper"), _outcome_rate,
-                  ("subgroup", "cohort", "measure", "window"), ("log_se",)),
+                  ("rate_per_1000_py", "design_effect", "log_se", "ci_lower", "ci_upper"),
+                  _outcome_rate, ("subgroup", "cohort", "measure", "window"), ("log_se",)),
     ReleasedTable("sp_effect_estimates", ("subgroup", "measure", "estimate", "kind"),
                   ("referred_patients", "control_patients", "cases_with_controls",
                    *_EFFECT_INPUTS),
-                  ("ratio", "log_se", "ci_lower", "ci_upper"), _effect_estimate,
-                  ("subgroup", "measure", "estimate"), ("log_se", "ratio")),
+                  ("ratio", "design_effect", "log_se", "ci_lower", "ci_upper"),
+                  _effect_estimate, ("subgroup", "measure", "estimate"), ("log_se", "ratio")),
     ReleasedTable("sp_covariate_balance", ("subgroup", "covariate", "level", "statistic"),
                   (*_BALANCE_GROUPS, *(f"{g}_with_level" for g in _BALANCE_GROUPS)),
-                  (*(f"{g}_value" for g in _BALANCE_GROUPS), *_BALANCE_SMDS), _balance,
-                  ("subgroup", "covariate", "level"),
-                  (*(f"{g}_value" for g in _BALANCE_GROUPS), *_BALANCE_SMDS)),
+                  (*(f"{g}_{part}" for g in _BALANCE_GROUPS for part in ("value", "sd")),
+                   *_BALANCE_SMDS), _balance, ("subgroup", "covariate", "level"),
+                  tuple(f"{g}_{part}" for g in _BALANCE_GROUPS for part in ("value", "sd"))),
     ReleasedTable("sp_matching_summary", ("controls_matched",), ("cases", "referred_patients"),
                   ("share_of_cases",), _matching, ("controls_matched",)),
     ReleasedTable("dq_source_system_summary", ("source_system",),

@@ -136,6 +136,7 @@ select
     cast(case when statistic = 'share' then coalesce({{ group }}_with_level, 0) end
          as {{ dbt.type_bigint() }}) as {{ group }}_with_level,
     round({{ group }}_value, 4) as {{ group }}_value,
+    round(case when statistic = 'mean' then sqrt({{ group }}_variance) end, 4) as {{ group }}_sd,
     {%- endfor %}
     round({{ standardised_difference('wide', 'cases', 'comparators') }}, 4) as smd_before,
     round({{ standardised_difference('wide', 'matched_cases', 'controls') }}, 4) as smd_after,
