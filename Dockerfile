@@ -1,5 +1,8 @@
 # The official Airflow 3.3 image with sprx-pipeline installed; used by docker-compose.yml.
-FROM apache/airflow:3.3.2-python3.11
+# AIRFLOW_IMAGE is there for machines that cannot pull it: the compose test builds on a local
+# image with the same layout (user airflow, uid 50000; pip on PATH; AIRFLOW_HOME=/opt/airflow).
+ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
+FROM ${AIRFLOW_IMAGE}
 
 ENV SPRX_PROJECT_ROOT=/opt/sprx \
     SPRX_LANDING_DIR=/data/landing \
@@ -7,17 +10,22 @@ ENV SPRX_PROJECT_ROOT=/opt/sprx \
     SPRX_CODELIST_SOURCE=/opt/sprx/codelists \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/sprx/dags
 
-# Pinned dependencies first, so that code changes do not reinstall them.
+# Pinned dependencies first, so that code changes do not reinstall them. The build tools are
+# pinned too (the Makefile's), because the package is installed without build isolation.
 COPY --chown=airflow:root requirements.lock /opt/sprx/requirements.lock
-RUN pip install --no-cache-dir -r /opt/sprx/requirements.lock
+RUN pip install --no-cache-dir --quiet "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0" \
+ && pip install --no-cache-dir --quiet -r /opt/sprx/requirements.lock
 
+# Everything the package reads at run time (tests/test_compose.py lists it and checks it is here).
 COPY --chown=airflow:root pyproject.toml README.md /opt/sprx/
 COPY --chown=airflow:root src /opt/sprx/src
 COPY --chown=airflow:root dbt_project /opt/sprx/dbt_project
 COPY --chown=airflow:root codelists /opt/sprx/codelists
+COPY --chown=airflow:root expectations /opt/sprx/expectations
 COPY --chown=airflow:root dags /opt/sprx/dags
-RUN pip install --no-cache-dir --no-deps -e /opt/sprx
+RUN pip install --no-cache-dir --quiet --no-deps --no-build-isolation -e /opt/sprx
 
 USER root
-RUN mkdir -p /data/landing /data/warehouse && chown -R airflow:root /data
+RUN mkdir -p /data/landing /data/warehouse /opt/airflow/logs \
+ && chown -R airflow:root /data /opt/airflow/logs
 USER airflow

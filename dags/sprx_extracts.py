@@ -4,7 +4,8 @@
 Twice a week (Monday and Thursday, 06:00 UTC, as RSC refreshes its extracts), finds the
 delivery folders in `SPRX_LANDING_DIR` that the warehouse has not applied, and applies each in
 contract order (`extracted_at`, then delivery id) as **its own mapped task**, named by its
-delivery id, in the one-slot `sprx_duckdb` pool.
+delivery id. Both steps run in the one-slot `sprx_duckdb` pool: finding reads the work file,
+which DuckDB will not open while another task writes it.
 
 * A refused delivery (broken manifest, wrong hash or row count, wrong columns, a reused id, out
   of order) **fails its own task** with the reason, recorded in `audit.deliveries`; the other
@@ -36,10 +37,13 @@ from sprx_pipeline import pipeline
     doc_md=__doc__,
 )
 def sprx_extracts():
-    @task(**orch.FILE_TASK_ARGS)
+    @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
     def find_new_deliveries() -> list[str]:
-        """Delivery folders not yet applied (or refused as they are now), in contract order."""
-        return pipeline.pending_deliveries(orch.warehouse_paths(), orch.landing_dir())
+        """Delivery folders not yet applied (or refused as they are now), in contract order.
+        It only reads, but DuckDB refuses a reader while a writer holds the file: so it waits
+        for the pool (Airflow's writers) and the file lock (a `sprx run` from a shell)."""
+        return pipeline.pending_deliveries(orch.warehouse_paths(), orch.landing_dir(),
+                                           orch.WAIT_FOR_LOCK_SECONDS)
 
     @task(pool=orch.WRITER_POOL, map_index_template="{{ delivery_id }}", **orch.FILE_TASK_ARGS)
     def apply_delivery(delivery: str) -> dict:

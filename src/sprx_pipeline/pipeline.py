@@ -88,14 +88,18 @@ def ensure_codelists(paths: WarehousePaths, source: str | Path, pins: Path | Non
 
 # --- deliveries --------------------------------------------------------------------------
 
-def pending_deliveries(paths: WarehousePaths, landing: Path) -> list[str]:
+def pending_deliveries(paths: WarehousePaths, landing: Path,
+                       wait_seconds: float = 0.0) -> list[str]:
     """Delivery folders in `landing` that the warehouse has not yet applied or refused as
-    they are now, in contract order. Reads only."""
+    they are now, in contract order. Reads only, but under the writer's lock: DuckDB will not
+    open a file read-only while another process writes it, so a reader that did not wait
+    for the writer would fail whenever a delivery or a build held the file."""
     found = ingest.discover(landing)
-    if not paths.work.is_file():
-        return [_folder_name(item) for item in found]
-    with connect(paths.work, read_only=True) as con:
-        return [_folder_name(item) for item in found if ingest.is_pending(con, item)]
+    with writer_lock(paths, wait_seconds):
+        if not paths.work.is_file():
+            return [_folder_name(item) for item in found]
+        with connect(paths.work, read_only=True) as con:
+            return [_folder_name(item) for item in found if ingest.is_pending(con, item)]
 
 
 def _folder_name(item: ingest.Manifest | ingest.Unreadable) -> str:
