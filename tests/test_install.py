@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from packaging.markers import Marker
 
 import venvs
 from sprx_pipeline.config import PROJECT_ROOT, data_docs_assets
@@ -39,10 +40,14 @@ def canonical(name: str) -> str:
 
 
 def lock_pins() -> dict[str, str]:
+    """{name: version} of the lock's lines whose environment marker holds for this Python
+    (libcst needs pyyaml-ft on 3.13 only, for one)."""
     pins = {}
     for line in LOCK.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, version = line.split(";")[0].strip().partition("==")
+        requirement, _, marker = line.partition(";")
+        if requirement.strip() and not line.startswith("#") and (
+                not marker.strip() or Marker(marker.strip()).evaluate()):
+            name, _, version = requirement.strip().partition("==")
             pins[canonical(name)] = version
     return pins
 
