@@ -14,7 +14,7 @@ REPORT ?= data/report.html
 # CI's second interpreter: the newest Python these machines have (see README, Tests).
 NEWEST_PYTHON ?= $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13))
 NEWEST_VENV ?= .venv-newest
-NEWEST_TESTS ?= tests/test_install.py tests/test_linkage.py tests/test_cli.py tests/test_quality.py tests/test_results.py tests/test_dags.py tests/test_ingest.py
+NEWEST_TESTS ?= tests/test_install.py tests/test_linkage.py tests/test_cli.py tests/test_quality.py tests/test_results.py tests/test_ingest.py tests/test_dags.py::test_a_refused_delivery_fails_only_its_own_mapped_task
 
 .PHONY: setup setup-light data-docs-assets system-packages demo test test-newest-python clean bench
 
