@@ -1,8 +1,9 @@
 # Two commands on a fresh machine: `make demo` and `make test` (each sets up first).
 PYTHON ?= python3.11
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+LIGHT := $(VENV)/.installed-light
+FULL := $(VENV)/.installed-full
 LANDING ?= data/landing
 WAREHOUSE ?= data/warehouse/sprx.duckdb
 PATIENTS ?= 40000
@@ -10,13 +11,22 @@ PRACTICES ?= 10
 SEED ?= 42
 RELEASE ?= data/release
 REPORT ?= data/report.html
+# CI's second interpreter: the newest Python these machines have (see README, Tests).
+NEWEST_PYTHON ?= $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13))
+NEWEST_VENV ?= .venv-newest
+NEWEST_TESTS ?= tests/test_install.py tests/test_linkage.py tests/test_cli.py tests/test_quality.py tests/test_results.py tests/test_ingest.py tests/test_dags.py::test_a_refused_delivery_fails_only_its_own_mapped_task
 
-.PHONY: setup system-packages demo test clean bench validate
+.PHONY: setup setup-light data-docs-assets system-packages demo test test-newest-python clean bench validate
 
-setup: $(STAMP) system-packages
+# The full set, for `make test`: the light install plus Airflow, Cosmos, the PostgreSQL
+# provider and the test tools, and the Debian packages the tests drive.
+setup: $(FULL) data-docs-assets system-packages
 
-# The real-scheduler test runs PostgreSQL from Debian's packages, and the report test opens
-# the report in Debian's headless Chromium; install them when missing.
+# What `make demo` needs: the light install (no Airflow) and the Data Docs assets.
+setup-light: $(LIGHT) data-docs-assets
+
+# The real-scheduler test runs PostgreSQL from Debian's packages, and the report and Data Docs
+# tests open pages in Debian's headless Chromium; install them when missing.
 system-packages:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "installing PostgreSQL server (Debian postgresql-15) for the Airflow integration test"; \
@@ -24,19 +34,31 @@ system-packages:
 		else echo "run as root, or: sudo apt-get install postgresql-15"; exit 1; fi; \
 	fi
 	@if ! command -v chromium >/dev/null 2>&1; then \
-		echo "installing Chromium (Debian chromium) for the report rendering test"; \
+		echo "installing Chromium (Debian chromium) for the report and Data Docs rendering tests"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "run as root, or: sudo apt-get install chromium"; exit 1; fi; \
 	fi
 
-$(STAMP): requirements.lock pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	touch $(STAMP)
 
-demo: setup
+# requirements.lock pins both sets; as a constraints file it pins whichever set is asked for.
+$(LIGHT): requirements.lock pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c requirements.lock --no-build-isolation -e .
+	touch $@
+
+$(FULL): requirements.lock pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c requirements.lock --no-build-isolation -e ".[airflow,test]"
+	touch $@ $(LIGHT)
+
+# The files GX Data Docs load from CDNs, as pinned npm tarballs (vendor/data-docs/); without
+# npm the Data Docs still build, loading them from the CDNs.
+data-docs-assets: | $(LIGHT)
+	@if command -v npm >/dev/null 2>&1; then $(BIN)/python -m sprx_pipeline.data_docs fetch; \
+	else echo "npm not found: the Data Docs will load their styles from CDNs (install Node.js and npm for offline Data Docs)"; fi
+
+demo: setup-light
 	rm -rf $(LANDING)
 	$(BIN)/sprx generate --out $(LANDING) --patients $(PATIENTS) --practices $(PRACTICES) --seed $(SEED)
 	$(BIN)/sprx run --landing $(LANDING) --warehouse $(WAREHOUSE)
@@ -49,8 +71,16 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
+# CI's run on the newest Python: the full set installed from the same lock into its own venv,
+# then the tests that cover the light install, ingest, dbt, the quality gate, the results and
+# the DAGs (the whole suite runs on 3.11; see README, Tests).
+test-newest-python:
+	@test -n "$(NEWEST_PYTHON)" || { echo "no python3.13 found: install it (pyenv install 3.13) or set NEWEST_PYTHON"; exit 1; }
+	$(MAKE) setup PYTHON=$(NEWEST_PYTHON) VENV=$(NEWEST_VENV)
+	$(NEWEST_VENV)/bin/python -m pytest -n 2 --dist loadfile $(NEWEST_TESTS)
+
 clean:
-	rm -rf $(VENV) data dbt_project/target dbt_project/logs
+	rm -rf $(VENV) $(NEWEST_VENV) .cache vendor build data dbt_project/target dbt_project/logs
 
 # `make bench`: time every stage at 100k and 1M patients against pandas and the scan floor,
 # write benchmarks/results.json and the README's bench table (minutes; not part of `make test`).

@@ -217,7 +217,8 @@ def _run(args: argparse.Namespace) -> int:
     _print_ingest(report.ingest)
     if report.build is None or report.loaded_gate is None or report.gate is None:
         _say(f"nothing new: {report.published} is current (build {report.current_build}), "
-             "left as it was")
+             + (f"published again in storage version {config.publish_storage_version()}"
+                if report.republished else "left as it was"))
     else:
         for gate in (report.loaded_gate, report.gate):
             _print_gate(gate)

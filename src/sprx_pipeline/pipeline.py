@@ -17,7 +17,7 @@ from typing import Any
 
 from . import build as dbt_build
 from . import codelists, ingest, publish, quality, scope
-from .config import SP_CODELIST, WarehousePaths
+from .config import SP_CODELIST, WarehousePaths, publish_storage_version
 from .warehouse import connect, writer_lock
 
 log = logging.getLogger(__name__)
@@ -269,6 +269,7 @@ class RunReport:
     published: Path
     summary: dict[str, Any]
     current_build: str | None = None        # the published build, when it was current
+    republished: bool = False               # ... and copied out again in another storage version
 
 
 def run(paths: WarehousePaths, landing: Path, codelist_source: str | Path,
@@ -282,10 +283,19 @@ def run(paths: WarehousePaths, landing: Path, codelist_source: str | Path,
         progress(f"ingesting deliveries from {landing}")
         report = ingest_landing(paths, landing, progress)
         if current := current_publication(paths, active_codelist(paths), dbt_vars):
-            progress(f"nothing new since build {current}: the published warehouse is current; "
-                     "build and publish skipped")
+            wanted, held = publish_storage_version(), publish.published_storage_version(
+                paths.published)
+            if held == wanted:
+                progress(f"nothing new since build {current}: the published warehouse is "
+                         "current; build and publish skipped")
+            else:
+                progress(f"nothing new since build {current}, but the published file is in "
+                         f"storage version {held or 'unrecorded'}, not {wanted} "
+                         "(SPRX_PUBLISH_STORAGE_VERSION): publishing it again")
+                publish_warehouse(paths, current)
             return RunReport(report, None, None, None, paths.published,
-                             publish.published_summary(paths.published), current)
+                             publish.published_summary(paths.published), current,
+                             republished=held != wanted)
         checked = build_warehouse(paths, dbt_vars, progress=progress)
         progress(f"publishing to {paths.published}")
         published = publish_warehouse(paths, checked.build.build_id)

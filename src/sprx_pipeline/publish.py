@@ -11,6 +11,12 @@ folder beside the warehouse, named with the build id; `<stem>.parquet` is a syml
 to it atomically after the warehouse is replaced, and the previous folder is kept for
 readers still in it. A build counts as published once both hold it (`published_build_id`,
 `exported_build_id`): a run killed between the two renames is published again.
+
+The published file is written in an older DuckDB storage format (`config.
+publish_storage_version`, v1.0.0 unless set) so that analysts' tools, which embed whatever
+DuckDB they were built with, can open it; the work file uses the newest format. DuckDB
+writes the older format with only the compression methods that format knows, so the file
+is somewhat larger (about 13% for the demo warehouse).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 
 import duckdb
 
-from .config import WarehousePaths
+from .config import WarehousePaths, publish_storage_version
 from .faults import crash_point
 from .quality import DATA_DOCS, SUMMARY_PAGE
 
@@ -71,12 +77,38 @@ def published_build_id(path: Path) -> str | None:
         return None
 
 
+def published_storage_version(path: Path) -> str | None:
+    """The storage version the published file was written in, as it was asked for (None for
+    a file published before it was recorded, or not by this pipeline)."""
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            return con.execute("select storage_version from meta.publication").fetchone()[0]
+    except duckdb.Error:
+        return None
+
+
+def _open_staging(staging: Path, storage_version: str) -> duckdb.DuckDBPyConnection:
+    """A connection whose default database is a new file at `staging`, in that storage
+    version (a file's version is fixed when it is created, hence ATTACH, not connect)."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"attach ? as published (storage_version '{storage_version}')",
+                    [str(staging)])
+    except duckdb.InvalidInputException as exc:
+        con.close()
+        raise ValueError(f"SPRX_PUBLISH_STORAGE_VERSION={storage_version!r}: DuckDB "
+                         f"{duckdb.__version__} cannot write it ({exc})") from exc
+    con.execute("use published")
+    return con
+
+
 def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
     """Copy the published schemas of the work file to `paths.published`, atomically."""
     target = paths.published
     staging, _ = temporary_files(paths)
     remove_leftovers(paths)
-    con = duckdb.connect(str(staging))
+    storage_version = publish_storage_version()
+    con = _open_staging(staging, storage_version)
     try:
         con.execute("attach ? as work (read_only)", [str(paths.work)])
         tables = con.execute(
@@ -91,9 +123,10 @@ def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
         crash_point("publish.copied")
         con.execute("create schema meta")
         con.execute("create table meta.publication as select now()::timestamp as published_at, "
-                    "?::varchar as build_id", [build_id])
+                    "?::varchar as build_id, ?::varchar as storage_version",
+                    [build_id, storage_version])
         con.execute("detach work")
-        con.execute("checkpoint")
+        con.execute("checkpoint published")
         exports = _export_parquet(con, paths.parquet, [t for s, t in tables if s == "marts"],
                                   build_id)
     finally:

@@ -16,7 +16,8 @@ passed the gate when they were loaded. The snapshot is deleted afterwards: patie
 rows do not linger.
 
 Each warehouse has its own GX project beside it (`<name>.quality/gx/`), so its Data Docs
-(`gx/uncommitted/data_docs/local_site/index.html`) keep the history of every gate. Every
+(`gx/uncommitted/data_docs/local_site/index.html`) keep the history of every gate; they
+open offline (`data_docs`: pinned copies of the files GX loads from CDNs). Every
 check's outcome is also recorded in `audit.quality_checks`, which is published. A check at
 level `error` that fails raises `QualityGateError`, naming each failed check and by how much;
 nothing is published after it.
@@ -35,6 +36,7 @@ from typing import Any
 import duckdb
 import yaml
 
+from . import data_docs
 from .build import dbt_args, failures, run_dbt
 from .config import DBT_PROJECT_DIR, SP_CODELIST, WarehousePaths
 from .warehouse import connect
@@ -332,6 +334,7 @@ def run_checkpoint(paths: WarehousePaths, stage: str, suite_names: list[str],
         expectation_parameters=params, run_id=RunIdentifier(run_name=run_name))
     prune_history(paths.quality_dir)
     _update_data_docs(context, result)
+    data_docs.make_offline((paths.quality_dir / DATA_DOCS).parent)
     checks = []
     for validation in result.run_results.values():
         suite = validation.suite_name
