@@ -15,7 +15,12 @@ For each size (default 100,000 and 1,000,000 patients in 100 practices) it:
    consultations and referrals), `sprx build` rebuilds only it; its marts are compared with a
    full rebuild of the same data (`sprx build --full-refresh`), whose time is the denominator;
 5. where the time goes: the slowest dbt nodes of the full build, and DuckDB's profile of the
-   slowest SQL model.
+   slowest SQL model;
+6. with `--engines duckdb spark` (what `make bench` runs): `sprx build --engine spark` on the
+   same warehouse (lake export, the full dbt build on Spark `local[2]`, the marts copied back;
+   always a full build), its marts compared with DuckDB's full build of the same data, and
+   the peak memory of the JVM and of the Python processes (driver and applyInPandas
+   workers), sampled from the process tree.
 
 It writes benchmarks/results.json and the table between the bench markers of README.md, and
 prints the table. With --repeats N every measured stage runs N times (a fresh warehouse each
@@ -23,6 +28,7 @@ time) and medians are quoted; ratios are taken between medians of the same run.
 
     .venv/bin/python benchmarks/bench.py                       # what `make bench` runs
     .venv/bin/python benchmarks/bench.py --sizes 100000 --repeats 3
+    .venv/bin/python benchmarks/bench.py --sizes 100000 --engines duckdb spark
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "src"))
 
 import pandas_outcomes  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tests"))
+from engine_compare import compare_marts  # noqa: E402
 
 from sprx_pipeline.config import WarehousePaths  # noqa: E402
 from sprx_pipeline.contract import CONTRACT_VERSION, TABLES, file_entry, write_manifest  # noqa: E402
@@ -87,6 +96,40 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> Measured:
         raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}:\n{output[-3000:]}")
     # ru_maxrss is in KiB
     return Measured(seconds, usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime, output)
+
+
+def measure_tree(command: list[str], interval: float = 0.25) -> tuple[Measured, dict[str, float]]:
+    """`measure`, plus the peak resident memory of the child's process tree by kind, sampled
+    every `interval` s: the JVM (Spark's driver and, in local mode, its executors) and the
+    Python processes (the sprx driver and Spark's Python workers), each summed, and all."""
+    import psutil
+
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peaks = {"jvm_gib": 0.0, "python_gib": 0.0, "total_gib": 0.0}
+    chunks: list[str] = []
+    reader = __import__("threading").Thread(target=lambda: chunks.append(child.stdout.read()))
+    reader.start()
+    root = psutil.Process(child.pid)
+    while child.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            sizes = {"jvm_gib": 0.0, "python_gib": 0.0}
+            for process in tree:
+                with process.oneshot():
+                    kind = "jvm_gib" if process.name() == "java" else "python_gib"
+                    sizes[kind] += process.memory_info().rss / 2**30
+        except psutil.Error:
+            continue
+        sizes["total_gib"] = sizes["jvm_gib"] + sizes["python_gib"]
+        peaks = {k: max(peaks[k], sizes[k]) for k in peaks}
+        time.sleep(interval)
+    reader.join()
+    seconds = time.perf_counter() - started
+    output = "".join(chunks)
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}:\n{output[-3000:]}")
+    return Measured(seconds, peaks["total_gib"], 0.0, output), peaks
 
 
 def sprx(*args: str) -> list[str]:
@@ -294,9 +337,57 @@ def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[
     return sorted(operators, key=lambda o: o["seconds"], reverse=True)[:top]
 
 
+# --- Spark ---------------------------------------------------------------------------------------
+
+def copy_marts(paths: WarehousePaths, copy: Path) -> None:
+    """The work file's marts, in schema marts of a new file (for `compare_marts`)."""
+    copy.unlink(missing_ok=True)
+    with duckdb.connect(str(copy)) as con:
+        con.execute("attach ? as work (read_only)", [str(paths.work)])
+        con.execute("create schema marts")
+        for mart in marts_of(con):
+            con.execute(f"create table marts.{mart} as select * from work.marts.{mart}")
+
+
+def step_seconds(output: str, pattern: str) -> float:
+    match = re.search(pattern, output)
+    return float(match.group(1)) if match else float("nan")
+
+
+def bench_spark(paths: WarehousePaths, run_dir: Path, repeats: int,
+                duckdb_build: Stage) -> dict[str, Any]:
+    """`sprx build --engine spark` on a warehouse DuckDB has just built in full, `repeats`
+    times (each a fresh process: its Spark session starts cold, as a scheduled build's
+    would); its marts against DuckDB's."""
+    baseline = run_dir / "duckdb_marts.duckdb"
+    copy_marts(paths, baseline)
+    build, memory = Stage(), []
+    for _ in range(repeats):
+        run, peaks = measure_tree(sprx("build", "--engine", "spark", "--warehouse",
+                                       str(paths.published)))
+        build.runs.append(run)
+        memory.append(peaks)
+    output = build.runs[-1].output
+    compared, differences = compare_marts(baseline, paths.work)
+    median = lambda values: statistics.median(values)  # noqa: E731
+    return {
+        "build": build.summary(),
+        "dbt_seconds": round(median(dbt_seconds(r.output) for r in build.runs), 2),
+        "lake_seconds": step_seconds(output, r"as Parquet to .* \(([0-9.]+) s\)"),
+        "marts_back_seconds": step_seconds(output, r"from Spark into .* \(([0-9.]+) s\)"),
+        "peak_jvm_gib": round(max(m["jvm_gib"] for m in memory), 2),
+        "peak_python_gib": round(max(m["python_gib"] for m in memory), 2),
+        "peak_total_gib": round(max(m["total_gib"] for m in memory), 2),
+        "over_duckdb_build": round(build.seconds / duckdb_build.seconds, 2),
+        "marts_compared": compared, "marts_equal_to_duckdb": not differences,
+        "differences": differences,
+    }
+
+
 # --- one size --------------------------------------------------------------------------------
 
-def bench_size(patients: int, practices: int, seed: int, repeats: int) -> dict[str, Any]:
+def bench_size(patients: int, practices: int, seed: int, repeats: int,
+               engines: tuple[str, ...] = ("duckdb",)) -> dict[str, Any]:
     landing, generate, rows = extract(patients, practices, seed)
     run_dir = CACHE / f"run-patients{patients}"
     stages = {name: Stage() for name in ("ingest", "build", "quality_gate", "publish")}
@@ -331,6 +422,9 @@ def bench_size(patients: int, practices: int, seed: int, repeats: int) -> dict[s
         # put the warehouse back to "one practice changed since the last build"
         measure([sys.executable, "-c", REOPEN_PRACTICE, str(paths.work), first_practice(paths)])
     dbt_incremental = statistics.median(dbt_seconds(r.output) for r in incremental.runs)
+    # Spark last: its build replaces the work file's marts. Its baseline is the DuckDB full
+    # rebuild of the same data (the update included) that the loop above ended with.
+    spark = bench_spark(paths, run_dir, repeats, full_again) if "spark" in engines else None
     dbt_full_again = statistics.median(dbt_seconds(r.output) for r in full_again.runs)
     # `sprx build` already runs the gate on both sides of dbt: its stand-alone run (`sprx
     # check`) shows what the gate costs and is not counted again.
@@ -363,6 +457,7 @@ def bench_size(patients: int, practices: int, seed: int, repeats: int) -> dict[s
                         "marts_identical": not any(differ.values()), "rows_differing": differ},
         "slowest_nodes": nodes,
         "slowest_sql_model": {"model": slowest_sql, "profile": profile},
+        **({"spark": spark} if spark else {}),
     }
 
 
@@ -444,10 +539,27 @@ def table(results: dict[str, Any]) -> str:
     row("incremental marts identical to full", lambda s: "yes" if s["incremental"]["marts_identical"] else "**NO**")
     slow = lambda s: ", ".join(f"{n['node']} {n['seconds']:.1f}" for n in s["slowest_nodes"][:4])
     row("slowest dbt nodes (s, summed over 4 threads)", slow)
+    if all("spark" in s for s in sizes):
+        spark_rows(row)
     caption = (f"Measured {results['measured_at'][:10]} on {results['machine']} "
                f"(`make bench`; medians of {sizes[0]['repeats']} run(s); seed {sizes[0]['seed']}, "
                f"{sizes[0]['practices']} practices; raw figures in `benchmarks/results.json`).")
     return caption + "\n\n" + "\n".join(lines)
+
+
+def spark_rows(row) -> None:
+    """The Spark engine's rows of the README table."""
+    row("**Spark** (`sprx build --engine spark`, local[2], full build): wall s", lambda s: (
+        f"**{s['spark']['build']['seconds']:.1f}**"))
+    row("Spark: lake export s; dbt on Spark s; marts back to DuckDB s", lambda s: (
+        f"{s['spark']['lake_seconds']:.1f}; {s['spark']['dbt_seconds']:.1f}; "
+        f"{s['spark']['marts_back_seconds']:.1f}"))
+    row("Spark: peak memory JVM / Python / both, GiB", lambda s: (
+        f"{s['spark']['peak_jvm_gib']:.2f} / {s['spark']['peak_python_gib']:.2f} / "
+        f"{s['spark']['peak_total_gib']:.2f}"))
+    row("Spark ÷ DuckDB full `sprx build` (same data)", lambda s: f"{s['spark']['over_duckdb_build']:.2f}×")
+    row("Spark marts equal DuckDB's (1e-9 relative)", lambda s: (
+        "yes" if s["spark"]["marts_equal_to_duckdb"] else "**NO**"))
 
 
 def targets(results: dict[str, Any]) -> str:
@@ -487,12 +599,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--results", type=Path, default=HERE / "results.json")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--engines", nargs="+", choices=("duckdb", "spark"), default=["duckdb"],
+                        help="duckdb always runs; spark adds `sprx build --engine spark` on the "
+                             "same warehouse (needs `make setup-spark`)")
     args = parser.parse_args(argv)
     CACHE.mkdir(exist_ok=True)
     results: dict[str, Any] = {"measured_at": _now(), "machine": machine(), "sizes": []}
     for patients in args.sizes:
         print(f"benchmarking {patients:,} patients ...", flush=True)
-        results["sizes"].append(bench_size(patients, args.practices, args.seed, args.repeats))
+        results["sizes"].append(bench_size(patients, args.practices, args.seed, args.repeats,
+                                           tuple(args.engines)))
     args.results.write_text(json.dumps(results, indent=2) + "\n")
     block = table(results) + "\n\nTargets (largest size):\n\n" + targets(results)
     update_readme(args.readme, block)

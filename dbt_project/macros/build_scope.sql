@@ -7,7 +7,9 @@
     (dbt run by hand on a fresh file): then every incremental model is rebuilt whole. -#}
 {% macro build_scope_is_full() -%}
     {%- if not execute -%}{{ return(true) }}{%- endif -%}
-    {%- set scopes = adapter.get_relation(database=target.database, schema='audit',
+    {#- Incremental builds are DuckDB's only (README): other engines always build in full. -#}
+    {%- if target.type != 'duckdb' -%}{{ return(true) }}{%- endif -%}
+    {%- set scopes = adapter.get_relation(database=target.get('database'), schema='audit',
                                           identifier='build_scopes') -%}
     {%- if scopes is none -%}{{ return(true) }}{%- endif -%}
     {%- set latest = run_query('select full_rebuild from ' ~ scopes ~ ' where started_at = '

@@ -7,14 +7,18 @@ inherently sequential, which is why this one step is Python rather than SQL.
 
 Draws never cross practices (controls come from the case's practice), so the draw of one
 practice does not depend on any other: an incremental build draws only for the practices in
-the build scope, and a distributed engine could draw for each practice in parallel. The
-engine sorts the candidates; Python only walks them once, as plain tuples.
+the build scope, and a distributed engine draws for each practice in parallel. On DuckDB
+the engine sorts the candidates and Python walks them once, as plain tuples; on Spark each
+practice's candidates go to `draw_practice` (applyInPandas), which sorts them in the same
+ORDER and walks them with the same `draw_controls`: one definition of the match.
 """
 
 ORDER = ("case_order, practice_id, case_patient_id, distance, control_order, "
          "control_patient_id")
 COLUMNS = ["practice_id", "case_patient_id", "index_date", "control_patient_id",
            "control_number"]
+SPARK_SCHEMA = ("practice_id string, case_patient_id string, index_date date, "
+                "control_patient_id string, control_number bigint")
 
 
 def draw_controls(candidates, controls_per_case):
@@ -30,6 +34,23 @@ def draw_controls(candidates, controls_per_case):
     return rows
 
 
+def draw_practice(candidates, controls_per_case):
+    """The draw for one practice's candidates (a pandas frame in any order): sorted by ORDER,
+    then `draw_controls`. What Spark runs on each practice's group, in parallel."""
+    import pandas as pd
+
+    ordered = candidates.sort_values([key.strip() for key in ORDER.split(",")], kind="stable")
+    tuples = ordered[["practice_id", "case_patient_id", "index_date", "control_patient_id"]]
+    return pd.DataFrame(draw_controls(tuples.itertuples(index=False, name=None),
+                                      controls_per_case), columns=COLUMNS)
+
+
+def spark_draw(candidates, controls_per_case):
+    """Spark: one pandas group per practice (controls never cross practices)."""
+    return candidates.groupBy("practice_id").applyInPandas(
+        lambda practice: draw_practice(practice, controls_per_case), schema=SPARK_SCHEMA)
+
+
 def model(dbt, session):
     import pandas as pd
 
@@ -41,6 +62,8 @@ def model(dbt, session):
     build_scope = dbt.ref("stg_audit__build_scope")
     if dbt.is_incremental:
         candidates = candidates.join(build_scope, "practice_id")
+    if hasattr(candidates, "groupBy"):  # a Spark DataFrame (dbt-spark, dbt-databricks)
+        return spark_draw(candidates, controls_per_case)
     ordered = candidates.order(ORDER).project(
         "practice_id, case_patient_id, index_date, control_patient_id")
     matched = pd.DataFrame(draw_controls(ordered.fetchall(), controls_per_case), columns=COLUMNS)
