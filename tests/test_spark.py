@@ -92,7 +92,7 @@ def test_every_mart_of_a_generated_extract_on_spark_equals_duckdbs(generated_pai
         (ratio,) = con.execute("select ratio from marts.sp_effect_estimates where subgroup = "
                                "'all' and measure = 'consultations' and estimate = 'effect'"
                                ).fetchone()
-    assert controls > 100 and 0 < ratio < 10
+    assert controls >= 10 and 0 < ratio < 10
 
 
 def test_the_spark_build_holds_the_hand_worked_outcomes_matches_and_effect(spark_tiny):
@@ -110,8 +110,9 @@ def test_the_spark_build_holds_the_hand_worked_outcomes_matches_and_effect(spark
 
 def test_the_spark_build_read_the_lake_and_recorded_a_full_build(spark_tiny):
     paths = spark_tiny.paths
-    lake_patients = duckdb.sql(
-        f"select count(*) from read_parquet('{paths.lake}/raw/patients/*.parquet')").fetchone()
+    with duckdb.connect() as con:
+        lake_patients = con.execute("select count(*) from read_parquet(?)",
+                                    [f"{paths.lake}/raw/patients/*.parquet"]).fetchone()
     assert lake_patients == (14,)  # the tiny extract's 14 patients
     with duckdb.connect(str(paths.work), read_only=True) as con:
         assert con.execute("select full_rebuild, reason from audit.build_scopes").fetchall() == [
