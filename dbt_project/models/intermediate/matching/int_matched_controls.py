@@ -8,19 +8,25 @@ inherently sequential, which is why this one step is Python rather than SQL.
 Draws never cross practices (controls come from the case's practice), so the draw of one
 practice does not depend on any other: an incremental build draws only for the practices in
 the build scope, and a distributed engine could draw for each practice in parallel. The
-engine sorts the candidates; Python only walks them once, as plain tuples.
+engine sorts the candidates practice by practice; Python walks them once, as plain tuples
+streamed in chunks, and forgets a practice's draws when the next begins, so its memory is
+one practice's, whatever the size of the network.
 """
 
-ORDER = ("case_order, practice_id, case_patient_id, distance, control_order, "
+ORDER = ("practice_id, case_order, case_patient_id, distance, control_order, "
          "control_patient_id")
+CHUNK_ROWS = 100_000
 COLUMNS = ["practice_id", "case_patient_id", "index_date", "control_patient_id",
            "control_number"]
 
 
 def draw_controls(candidates, controls_per_case):
-    """Greedy matching over candidate rows already sorted by case then control order."""
-    drawn, per_case, rows = set(), {}, []
+    """Greedy matching over candidate rows already sorted by practice, case, then control
+    order."""
+    drawn, per_case, rows, current = set(), {}, [], None
     for practice, case, index_date, control in candidates:
+        if practice != current:     # draws never cross practices: start afresh
+            drawn, per_case, current = set(), {}, practice
         taken = per_case.get((practice, case), 0)
         if taken >= controls_per_case or (practice, control) in drawn:
             continue
@@ -28,6 +34,13 @@ def draw_controls(candidates, controls_per_case):
         per_case[(practice, case)] = taken + 1
         rows.append((practice, case, index_date, control, taken + 1))
     return rows
+
+
+def streamed(session, relation):
+    """The relation's rows, fetched a chunk at a time rather than all at once."""
+    result = session.execute(relation.sql_query())
+    while chunk := result.fetchmany(CHUNK_ROWS):
+        yield from chunk
 
 
 def model(dbt, session):
@@ -43,7 +56,8 @@ def model(dbt, session):
         candidates = candidates.join(build_scope, "practice_id")
     ordered = candidates.order(ORDER).project(
         "practice_id, case_patient_id, index_date, control_patient_id")
-    matched = pd.DataFrame(draw_controls(ordered.fetchall(), controls_per_case), columns=COLUMNS)
+    matched = pd.DataFrame(draw_controls(streamed(session, ordered), controls_per_case),
+                           columns=COLUMNS)
     return matched.astype({"practice_id": "str", "case_patient_id": "str",
                            "index_date": "datetime64[s]", "control_patient_id": "str",
                            "control_number": "int64"})
