@@ -23,6 +23,9 @@ COPY --chown=airflow:root dbt_project /opt/sprx/dbt_project
 COPY --chown=airflow:root codelists /opt/sprx/codelists
 COPY --chown=airflow:root expectations /opt/sprx/expectations
 COPY --chown=airflow:root dags /opt/sprx/dags
+# The pinned Data Docs styles and scripts (`make data-docs-assets`), so that no page a viewer
+# opens fetches anything from a CDN.
+COPY --chown=airflow:root vendor /opt/sprx/vendor
 RUN pip install --no-cache-dir --quiet --no-deps --no-build-isolation -e /opt/sprx
 
 USER root

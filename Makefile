@@ -61,6 +61,7 @@ $(FULL): requirements.lock pyproject.toml setup.py | $(BIN)/python
 # The files GX Data Docs load from CDNs, as pinned npm tarballs (vendor/data-docs/); without
 # npm the Data Docs still build, loading them from the CDNs.
 data-docs-assets: | $(LIGHT)
+	@mkdir -p vendor/data-docs  # the image copies it, fetched or not
 	@if command -v npm >/dev/null 2>&1; then $(BIN)/python -m sprx_pipeline.data_docs fetch; \
 	else echo "npm not found: the Data Docs will load their styles from CDNs (install Node.js and npm for offline Data Docs)"; fi
 

@@ -99,7 +99,7 @@ def _old_design_sets(con: duckdb.DuckDBPyConnection, seed: int = 42) -> list[tup
         where {AGE_BAND.format(a='year(c.index_date) - a.year_of_birth')}
               = {AGE_BAND.format(a='year(c.index_date) - c.year_of_birth')}
           and (r.first_referral is null or r.first_referral >= c.index_date + 365)
-        order by c.case_order, c.practice_id, c.patient_id,
+        order by c.practice_id, c.case_order, c.patient_id,
                  md5('{seed}|' || c.practice_id || '|' || c.patient_id || '|' || a.patient_id),
                  a.patient_id""").fetchall()
     return _draw_controls()(candidates, 5)

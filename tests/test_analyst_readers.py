@@ -63,9 +63,9 @@ def test_an_older_duckdb_reads_every_published_table_and_parquet_file(tiny, vers
     assert {"marts.sp_patient_outcomes", "marts.sp_referrals", "marts.sp_effect_estimates",
             "marts.dq_practice_feedback", "audit.deliveries", "audit.quality_checks",
             "audit.quarantine", "codelists.sp_codes", "meta.publication"} <= names
-    # The hand-worked extract: 6 referred patients, 13 SP-coded events (tests/test_linkage.py).
-    assert theirs["tables"]["marts.sp_patient_outcomes"][0] == 6
-    assert theirs["tables"]["marts.sp_referrals"][0] == 13
+    # The hand-worked extract: 8 referred patients, 15 SP-coded events (tests/test_linkage.py).
+    assert theirs["tables"]["marts.sp_patient_outcomes"][0] == 8
+    assert theirs["tables"]["marts.sp_referrals"][0] == 15
     # The Parquet export: one file per mart, the mart's rows.
     marts = {name.split(".")[1]: rows for name, rows in ours["tables"].items()
              if name.startswith("marts.")}

@@ -63,7 +63,6 @@ class Reference:
 
     work: Contents
     published: Contents
-    seconds: float = 0.0
 
     def assert_reached_by(self, site: Site) -> None:
         assert differences(contents(site.paths.work, ignore_clock=True), self.work) == []
@@ -91,15 +90,13 @@ def published_before(before) -> Contents:
 
 @pytest.fixture(scope="module")
 def clean(before, tmp_path_factory) -> Reference:
-    """What an uninterrupted `sprx run` from `before` reaches, and how long it took."""
+    """What an uninterrupted `sprx run` from `before` reaches."""
     site = before.copy_to(tmp_path_factory.mktemp("clean"))
-    started = time.monotonic()
     code, output = site.sprx("run")
-    seconds = time.monotonic() - started
     assert code == 0, output
     assert "deliveries: 2 applied, 0 refused, 2 unchanged" in output
     return Reference(contents(site.paths.work, ignore_clock=True),
-                     contents(site.published, ignore_clock=True), seconds)
+                     contents(site.published, ignore_clock=True))
 
 
 def assert_no_dbt_left(site: Site) -> None:
@@ -112,20 +109,18 @@ def assert_no_dbt_left(site: Site) -> None:
 
 @dataclass(frozen=True)
 class Kill:
-    """Where to kill a process: a crash point, a line of its output, or a share of the
-    measured duration of a clean run."""
+    """Where to kill a process: a crash point, or a line of its output."""
 
     name: str
     point: str = ""
     line: str = ""
-    fraction: float = 0.0
 
-    def kill(self, site: Site, command: str, seconds: float = 0.0) -> str:
+    def kill(self, site: Site, command: str) -> str:
         process = site.start(command, kill_at=self.point or None)
         if self.line:
             return kill_after_line(process, self.line)
         try:
-            output, _ = process.communicate(timeout=self.fraction * seconds or 300)
+            output, _ = process.communicate(timeout=300)
         except subprocess.TimeoutExpired:
             process.kill()
             output, _ = process.communicate(timeout=60)
@@ -161,7 +156,10 @@ def test_an_ingest_killed_part_way_is_finished_by_the_next(kill, before, publish
 # build kill below: each run kill here costs a whole run, so only where a run differs.
 RUN_KILLS = [
     Kill("build: dbt creating the marts", line="START sql table model marts.sp_outcome_summary"),
-    Kill("build: 40% of a clean run's duration", fraction=0.4),
+    # Mid-way through a per-practice model built a batch at a time (a line, not a share of
+    # a clean run's duration: that was too early or too late on a machine under load).
+    Kill("build: dbt inside a batched per-practice model",
+         line="START sql practice_batched model intermediate.int_trial_baselines"),
 ]
 
 
@@ -169,7 +167,7 @@ RUN_KILLS = [
 def test_a_run_killed_part_way_leaves_the_published_warehouse_and_the_next_run_finishes(
         kill, before, published_before, clean, tmp_path):
     site = before.copy_to(tmp_path)
-    kill.kill(site, "run", clean.seconds)
+    kill.kill(site, "run")
     assert contents(site.published) == published_before
     assert_no_dbt_left(site)
     code, output = site.sprx("run")

@@ -124,8 +124,8 @@ def test_the_light_install_runs_the_pipeline_without_airflow(tmp_path):
     output = run("run", "--landing", str(landing), "--warehouse", str(warehouse))
     assert "deliveries: 2 applied, 0 refused" in output
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        assert con.execute("select count(*) from marts.sp_patient_outcomes").fetchone() == (6,)
-        assert con.execute("select count(*) from marts.sp_referrals").fetchone() == (13,)
+        assert con.execute("select count(*) from marts.sp_patient_outcomes").fetchone() == (8,)
+        assert con.execute("select count(*) from marts.sp_referrals").fetchone() == (15,)
     run("release", "--warehouse", str(warehouse), "--out", str(tmp_path / "release"))
     run("report", "--release", str(tmp_path / "release"), "--out", str(tmp_path / "report.html"))
     assert (tmp_path / "release" / "manifest.json").is_file()

@@ -26,14 +26,26 @@
     where scopes.started_at = (select max(started_at) from {{ scopes }})
 {%- endmacro %}
 
-{#- A filter for a per-practice model's inputs: on an incremental run, only the rows of the
-    practices in the build scope; on a full build, every row. Always renders the ref, so dbt
-    records the dependency when it parses the model. -#}
+{#- A filter for a per-practice model's inputs. A `practice_batched` model (see its
+    materialization) reads only the practices of the batch it is building, which the
+    materialization writes in place of `__sprx_practices__`; the incremental Python model,
+    only the practices of the build scope; anything else, every row. Always renders the ref,
+    so dbt records the dependency when it parses the model. -#}
 {% macro in_build_scope(practice_column='practice_id') -%}
     {%- set scope = ref('stg_audit__build_scope') -%}
-    {%- if is_incremental() -%}
+    {%- if sprx_batched() -%}
+        {{ practice_column }} in (__sprx_practices__)
+    {%- elif is_incremental() -%}
         {{ practice_column }} in (select practice_id from {{ scope }})
     {%- else -%}
         1 = 1
     {%- endif -%}
+{%- endmacro %}
+
+{#- Whether the model being rendered is built a batch of practices at a time: DuckDB's
+    practice_batched materialization; on Spark the same materialization builds a plain table
+    (materializations/practice_batched.sql). A unit test overrides it to false, so that it
+    tests the model's SQL over its given rows. -#}
+{% macro sprx_batched() -%}
+    {{ return(config.get('materialized') == 'practice_batched' and target.type == 'duckdb') }}
 {%- endmacro %}

@@ -148,43 +148,75 @@ def postcode_problem(counts: ColumnCounts) -> str | None:
     return None
 
 
-def _column_measures(name: str, kind: str) -> list[str]:
-    value = f"regexp_replace({name}, '{WHOLE_NUMBER}', '')" if kind == "number" else name
-    valid = nhs_number_valid_sql(value)
-    measures = [
-        f"count({name})",
-        f"count(distinct case when regexp_full_match({value}, '{NHS_SHAPE}') then {value} end)",
-        f"count(distinct case when {valid} then {value} end)",
-        f"count(distinct case when regexp_full_match({value}, '{NHS_SPACED}') and {valid} "
-        f"then {value} end)",
-        f"count(*) filter (where regexp_full_match({name}, '{POSTCODE_SHAPE}'))",
-        f"count(*) filter (where regexp_full_match({name}, '{POSTCODE_SPACED}'))"]
-    for length in POSTCODE_LENGTHS:
-        measures += [f"count(*) filter (where length({name}) = {length} and "
-                     f"regexp_full_match({name}, '{POSTCODE_SHAPE}'))",
-                     f"count(*) filter (where length({name}) = {length})"]
-    return measures
+def _as_whole(name: str, kind: str) -> str:
+    """A value as the NHS-number checks read it: a number column's 9434765919.0 is 9434765919."""
+    if kind != "number":
+        return name
+    return (f"(case when length({name}) between 11 and 30 and contains({name}, '.') "
+            f"then regexp_replace({name}, '{WHOLE_NUMBER}', '') else {name} end)")
+
+
+def _guarded(guard: str, test: str) -> str:
+    """`guard and test`, with `test` evaluated only where `guard` holds (an AND in DuckDB
+    evaluates both sides of a vector; a CASE only the rows its WHEN selects)."""
+    return f"(case when {guard} then {test} else false end)"
+
+
+def _nhs_shaped(value: str) -> str:
+    return _guarded(f"length({value}) in (10, 12)", f"regexp_full_match({value}, '{NHS_SHAPE}')")
+
+
+def _suspicious(name: str, kind: str) -> str:
+    """SQL true for a value that could be an identifier: NHS-shaped, postcode-shaped or in
+    the spaced postcode form. The regular expressions run only where a cheap guard on
+    length (or a space) lets them, so most values cost one `length()`."""
+    return " or ".join([
+        _nhs_shaped(_as_whole(name, kind)),
+        _guarded(f"length({name}) between 5 and 8", f"regexp_full_match({name}, '{POSTCODE_SHAPE}')"),
+        _guarded(f"contains({name}, ' ')", f"regexp_full_match({name}, '{POSTCODE_SPACED}')")])
+
+
+def _column_counts(con: duckdb.DuckDBPyConnection, staged: str, name: str, kind: str,
+                   filled: int) -> ColumnCounts:
+    """Every count of one column that has suspicious values: a second look at it alone."""
+    value = _as_whole(name, kind)
+    nhs = con.execute(
+        f"select count(*), count(*) filter (where {nhs_number_valid_sql('v')}), "
+        f"count(*) filter (where regexp_full_match(v, '{NHS_SPACED}') and "
+        f"{nhs_number_valid_sql('v')}) from (select distinct {value} as v from {staged} "
+        f"where {_nhs_shaped(value)})").fetchone()
+    shaped = f"regexp_full_match({name}, '{POSTCODE_SHAPE}')"
+    lengths = ", ".join(f"count(*) filter (where length({name}) = {n} and {shaped}), "
+                        f"count(*) filter (where length({name}) = {n})" for n in POSTCODE_LENGTHS)
+    postcodes = con.execute(
+        f"select count(*) filter (where {shaped}), count(*) filter (where "
+        f"regexp_full_match({name}, '{POSTCODE_SPACED}')), {lengths} from {staged}").fetchone()
+    by_length = {n: (postcodes[2 + 2 * k], postcodes[3 + 2 * k])
+                 for k, n in enumerate(POSTCODE_LENGTHS)}
+    return ColumnCounts(filled, *nhs, postcode_shaped=postcodes[0],
+                        postcode_spaced=postcodes[1], by_length=by_length)
 
 
 def identifier_problems(con: duckdb.DuckDBPyConnection, staged: str,
                         spec: TableSpec) -> list[tuple[str, str]]:
     """(column, rule and evidence) for each column of a staged table that holds identifiers.
 
-    One pass over the table counts every column's suspicious values at once.
+    One pass counts every column's values and its suspicious ones; only a column with
+    suspicious values gets a second look (`_column_counts`).
     """
     columns = [c for c in spec.columns if c.kind != "date"]
-    per_column = 6 + 2 * len(POSTCODE_LENGTHS)
-    measures = [m for c in columns for m in _column_measures(c.name, c.kind)]
+    measures = [m for c in columns for m in (
+        f"count({c.name})", f"count(*) filter (where {_suspicious(c.name, c.kind)})")]
     if "year_of_birth" in spec.column_names:
         measures.append(f"count(*) filter (where regexp_full_match(year_of_birth, "
                         f"'{DATE_SHAPE}'))")
     row = con.execute(f"select {', '.join(measures)} from {staged}").fetchone()
     problems = []
     for i, column in enumerate(columns):
-        values = row[i * per_column:(i + 1) * per_column]
-        lengths = {length: (values[6 + 2 * k], values[7 + 2 * k])
-                   for k, length in enumerate(POSTCODE_LENGTHS)}
-        counts = ColumnCounts(*values[:6], by_length=lengths)
+        filled, suspicious = row[2 * i], row[2 * i + 1]
+        if not suspicious:
+            continue
+        counts = _column_counts(con, staged, column.name, column.kind, filled)
         if problem := nhs_problem(counts) or postcode_problem(counts):
             problems.append((column.name, problem))
     if "year_of_birth" in spec.column_names and row[-1]:

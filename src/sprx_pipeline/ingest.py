@@ -4,9 +4,15 @@ Each delivery goes through three gates, and only then is applied in one transact
 1. files: every file the manifest lists exists, has its SHA-256 and the contract's columns;
 2. staging: each file is read by DuckDB's own reader as text, its row count is checked, and
    no column may hold direct identifiers (NHS numbers, postcodes, full dates of birth);
-3. rows: every row is checked against the rules of its table (`row_rules`); a failing row
-   goes to `audit.quarantine` with the first rule it broke, never silently away.
+3. rows: every row is checked against the rules of its table (`column_rules`, `table_rules`);
+   a failing row goes to `audit.quarantine` with the first rule it broke, never silently away.
 A delivery that fails gate 1 or 2 is refused whole and recorded in `audit.deliveries`.
+
+Each file is read once, into a temp table of text (`_in_<table>`, in file order, so a row's
+number in the file is its rowid + 1). Every later step reads that table: one pass counts
+the identifier evidence of every column, one pass evaluates every row rule and keeps only
+the rows that break one (`_bad_<table>`: rowid and rule), and the load casts the rest. No
+copy of the good rows is made before they are written.
 """
 
 from __future__ import annotations
@@ -181,9 +187,10 @@ def stage_file(con: duckdb.DuckDBPyConnection, entry: contract.FileEntry, spec: 
         source = (f"read_csv(?, header = true, delim = ',', quote = '\"', escape = '\"', "
                   f"auto_detect = false, strict_mode = true, columns = {columns})")
     try:
+        # In file order (DuckDB preserves insertion order), so rowid + 1 is the row's number
+        # in the file; a row_number() window would make the read single-threaded.
         con.execute(f"create or replace temp table {_staged(spec.name)} as "
-                    f"select row_number() over () as _row, {select} from {source}",
-                    [str(entry.path)])
+                    f"select {select} from {source}", [str(entry.path)])
     except duckdb.Error as exc:
         message = str(exc).splitlines()[0]
         raise ContractError(str(entry.path), "unreadable_file", message) from None
@@ -228,6 +235,24 @@ def _sql_list(values: Iterable[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
+def typed(column: str) -> str:
+    """The name under which check_rows computes a date or integer column's value once."""
+    return f"r.{column}__typed"
+
+
+def _typed_columns(spec: TableSpec) -> list[str]:
+    """Each date and integer column cast once per row for every rule that reads it."""
+    casts = {"date": "date", "int": "integer"}
+    return [f"try_cast({c.name} as {casts[c.kind]}) as {c.name}__typed"
+            for c in spec.columns if c.kind in casts]
+
+
+def _blank(value: str) -> str:
+    """SQL true for an empty or all-space value; trim() runs only on values that start with
+    a space or a control character (anything else sorts at or after '!')."""
+    return f"({value} is null or (case when {value} < '!' then trim({value}) = '' else false end))"
+
+
 def column_rules(spec: TableSpec, extracted_at: date) -> list[tuple[str, str]]:
     """(rule, SQL that is true when row `r` breaks it) for each column of a table."""
     rules: list[tuple[str, str]] = []
@@ -235,14 +260,14 @@ def column_rules(spec: TableSpec, extracted_at: date) -> list[tuple[str, str]]:
     for col in spec.columns:
         value = f"r.{col.name}"
         if not col.nullable:
-            rules.append((f"missing_value:{col.name}", f"{value} is null or trim({value}) = ''"))
+            rules.append((f"missing_value:{col.name}", _blank(value)))
         checks = {
             "id": [("id_format", f"not regexp_full_match({value}, '{contract.ID_PATTERN}')")],
             "int": [("not_integer", f"not regexp_full_match({value}, '-?[0-9]{{1,9}}')")],
             "number": [("not_number", f"coalesce(not isfinite(try_cast({value} as double)), true)")],
-            "date": [("invalid_date", f"not regexp_full_match({value}, '{contract.DATE_PATTERN}') "
-                                      f"or try_cast({value} as date) is null"),
-                     ("after_extracted_at", f"try_cast({value} as date) > {cutoff}")],
+            "date": [("invalid_date", f"{typed(col.name)} is null "
+                                      f"or not regexp_full_match({value}, '{contract.DATE_PATTERN}')"),
+                     ("after_extracted_at", f"{typed(col.name)} > {cutoff}")],
             "code": [("snomed_code", f"{value} in (select code from _bad_codes)")],
         }.get(col.kind, [])
         if col.allowed is not None:
@@ -258,15 +283,14 @@ def table_rules(spec: TableSpec, manifest: Manifest) -> list[tuple[str, str]]:
         rules.append(("practice_not_in_delivery",
                       f"r.practice_id not in ({_sql_list(manifest.practices)})"))
     if spec.name == "patients":
-        rules += [("year_of_birth_range", f"try_cast(r.year_of_birth as integer) not between 1900 "
+        rules += [("year_of_birth_range", f"{typed('year_of_birth')} not between 1900 "
                                           f"and {manifest.extracted_at.year}"),
-                  ("death_before_birth", "year(try_cast(r.date_of_death as date)) "
-                                         "< try_cast(r.year_of_birth as integer)")]
+                  ("death_before_birth", f"year({typed('date_of_death')}) "
+                                         f"< {typed('year_of_birth')}")]
     if spec.name == "registrations":
-        rules.append(("end_before_start", "try_cast(r.end_date as date) "
-                                          "< try_cast(r.start_date as date)"))
+        rules.append(("end_before_start", f"{typed('end_date')} < {typed('start_date')}"))
     if spec.name in PATIENT_TABLES:
-        event = f"try_cast(r.{EVENT_DATE_COLUMNS[spec.name]} as date)"
+        event = typed(EVENT_DATE_COLUMNS[spec.name])
         rules += [("unknown_patient", "p.patient_id is null"),
                   ("before_birth", f"year({event}) < p.year_of_birth")]
         if spec.name in NOT_AFTER_DEATH:
@@ -274,8 +298,7 @@ def table_rules(spec: TableSpec, manifest: Manifest) -> list[tuple[str, str]]:
     if spec.name == "clinical_events":
         rules.append(("unknown_consultation", "r.consultation_id is not null and "
                       "r.consultation_id not in (select consultation_id from _known_consultations)"))
-    key = ", ".join(f"r.{k}" for k in spec.key)
-    rules.append(("duplicate_key", f"count(*) over (partition by {key}) > 1"))
+    rules.append(("duplicate_key", "d.repeated"))  # the key repeats in the file (check_rows)
     if _keyed_across_practices(spec):
         rules.append(("key_in_other_practice",
                       f"r.{spec.key[0]} in (select key from {_other_keys(spec.name)})"))
@@ -305,16 +328,33 @@ def register_other_practice_keys(con: duckdb.DuckDBPyConnection, spec: TableSpec
                 f"and {key} in (select {key} from {_staged(spec.name)})")
 
 
+def _bad(table: str) -> str:
+    return f"_bad_{table}"
+
+
+def _good(table: str) -> str:
+    return f"_good_{table}"
+
+
 def check_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, manifest: Manifest) -> None:
-    """Build temp table `_chk_<table>`: the staged rows with `_rule`, the first rule broken."""
+    """One pass over a staged table: temp table `_bad_<table>` holds the rowid and first
+    broken rule of each row that breaks one, and view `_good_<table>` the other rows."""
     rules = column_rules(spec, manifest.extracted_at) + table_rules(spec, manifest)
     case = "case " + " ".join(f"when {sql} then '{rule}'" for rule, sql in rules) + " end"
-    joins = ""
+    key = ", ".join(spec.key)
+    joins = (f" left join (select {key}, true as repeated from {_staged(spec.name)} "
+             f"group by {key} having count(*) > 1) d using ({key})")
     if spec.name in PATIENT_TABLES:
-        joins = ("left join _known_patients p on p.practice_id = r.practice_id "
-                 "and p.patient_id = r.patient_id")
-    con.execute(f"create or replace temp table _chk_{spec.name} as "
-                f"select r.*, {case} as _rule from {_staged(spec.name)} r {joins}")
+        joins += (" left join _known_patients p on p.practice_id = r.practice_id "
+                  "and p.patient_id = r.patient_id")
+    typed_columns = ", ".join(["rowid as _rowid", "*", *_typed_columns(spec)])
+    con.execute(f"create or replace temp table {_bad(spec.name)} as select _rowid, _rule from "
+                f"(select r._rowid, {case} as _rule from (select {typed_columns} from "
+                f"{_staged(spec.name)}) r{joins}) where _rule is not null")
+    (broken,) = con.execute(f"select count(*) from {_bad(spec.name)}").fetchone()
+    keep = (f"select s.* from {_staged(spec.name)} s anti join {_bad(spec.name)} b "
+            "on b._rowid = s.rowid" if broken else f"select * from {_staged(spec.name)}")
+    con.execute(f"create or replace temp view {_good(spec.name)} as {keep}")
 
 
 def register_bad_codes(con: duckdb.DuckDBPyConnection) -> None:
@@ -349,10 +389,10 @@ def _known_sets(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> None:
     con.execute(
         "create or replace temp table _known_patients as "
         "select practice_id, patient_id, cast(year_of_birth as integer) as year_of_birth, "
-        "cast(date_of_death as date) as date_of_death from _chk_patients where _rule is null"
+        f"cast(date_of_death as date) as date_of_death from {_good('patients')}"
         + (" union all by name select practice_id, patient_id, year_of_birth, date_of_death "
            f"from raw.patients where practice_id in ({practices}) and (practice_id, patient_id) "
-           "not in (select practice_id, patient_id from _chk_patients where _rule is null)"
+           f"not in (select practice_id, patient_id from {_good('patients')})"
            if held else ""))
 
 
@@ -361,13 +401,13 @@ def _known_consultations(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> 
     held = (f" union select consultation_id from raw.consultations where practice_id in "
             f"({practices})") if manifest.kind == "delta" else ""
     con.execute("create or replace temp table _known_consultations as select consultation_id "
-                "from _chk_consultations where _rule is null" + held)
+                f"from {_good('consultations')}" + held)
 
 
 def _empty_staged(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
     """An empty staged table for a table a delta delivery does not carry."""
     columns = ", ".join(f"{c} varchar" for c in spec.column_names)
-    con.execute(f"create or replace temp table {_staged(spec.name)} (_row bigint, {columns})")
+    con.execute(f"create or replace temp table {_staged(spec.name)} ({columns})")
 
 
 # --- applying ------------------------------------------------------------------------------
@@ -429,7 +469,7 @@ def _write(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> list[TableCoun
     con.execute("begin")
     try:
         for spec in TABLES.values():
-            checked = f"_chk_{spec.name}"
+            good = _good(spec.name)
             if manifest.kind == "full":
                 con.execute(f"delete from raw.{spec.name} where practice_id in ({practices})")
             elif spec.name in manifest.files:
@@ -437,9 +477,9 @@ def _write(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> list[TableCoun
                 # practice-supplied pseudonyms, and another practice's row is not ours to touch.
                 key = ", ".join(spec.key)
                 con.execute(f"delete from raw.{spec.name} where practice_id in ({practices}) "
-                            f"and ({key}) in (select ({key}) from {checked} where _rule is null)")
+                            f"and ({key}) in (select ({key}) from {good})")
             con.execute(f"insert into raw.{spec.name} select {typed_select(spec)}, ? "
-                        f"from {checked} where _rule is null", [manifest.delivery_id])
+                        f"from {good}", [manifest.delivery_id])
         if manifest.kind == "delta" and DELETIONS.name in manifest.files:
             _apply_deletions(con, manifest)
         for spec in _checked_specs(manifest):
@@ -466,25 +506,26 @@ def _apply_deletions(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> None
     for spec in TABLES.values():
         record_key = "patient_id" if spec.name == "patients" else spec.key[0]
         con.execute(f"delete from raw.{spec.name} where practice_id in ({practices}) and "
-                    f"{record_key} in (select record_id from _chk_deletions "
-                    f"where _rule is null and table_name = ?)", [spec.name])
+                    f"{record_key} in (select record_id from {_good(DELETIONS.name)} "
+                    f"where table_name = ?)", [spec.name])
 
 
 def _audit_table(con: duckdb.DuckDBPyConnection, manifest: Manifest, spec: TableSpec) -> TableCount:
-    checked = f"_chk_{spec.name}"
-    practice = "practice_id" if "practice_id" in spec.column_names else "null"
-    columns = ", ".join(spec.column_names)
-    con.execute(f"insert into audit.quarantine select ?, ?, {practice}, _row, _rule, "
-                f"to_json(struct_pack({columns})) from {checked} where _rule is not null "
-                "order by _row", [manifest.delivery_id, spec.name])
+    staged, bad = _staged(spec.name), _bad(spec.name)
+    practice = "r.practice_id" if "practice_id" in spec.column_names else "null"
+    columns = ", ".join(f"r.{c}" for c in spec.column_names)
+    con.execute(f"insert into audit.quarantine select ?, ?, {practice}, b._rowid + 1, b._rule, "
+                f"to_json(struct_pack({columns})) from {bad} b join {staged} r "
+                "on r.rowid = b._rowid order by b._rowid", [manifest.delivery_id, spec.name])
     con.execute(f"insert into audit.delivery_practice_tables select ?, {practice}, ?, count(*), "
-                f"count(*) filter (where _rule is null), count(*) filter (where _rule is not null) "
-                f"from {checked} group by all", [manifest.delivery_id, spec.name])
-    received, loaded = con.execute(f"select count(*), count(*) filter (where _rule is null) "
-                                   f"from {checked}").fetchone()
+                f"count(*) - count(b._rowid), count(b._rowid) from {staged} r "
+                f"left join {bad} b on b._rowid = r.rowid group by all",
+                [manifest.delivery_id, spec.name])
+    (received,) = con.execute(f"select count(*) from {staged}").fetchone()
+    (quarantined,) = con.execute(f"select count(*) from {bad}").fetchone()
     con.execute("insert into audit.delivery_tables values (?, ?, ?, ?, ?)",
-                [manifest.delivery_id, spec.name, received, loaded, received - loaded])
-    return TableCount(spec.name, received, loaded, received - loaded)
+                [manifest.delivery_id, spec.name, received, received - quarantined, quarantined])
+    return TableCount(spec.name, received, received - quarantined, quarantined)
 
 
 def apply_delivery(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> DeliveryOutcome:

@@ -8,13 +8,16 @@ inherently sequential, which is why this one step is Python rather than SQL.
 Draws never cross practices (controls come from the case's practice), so the draw of one
 practice does not depend on any other: an incremental build draws only for the practices in
 the build scope, and a distributed engine draws for each practice in parallel. On DuckDB
-the engine sorts the candidates and Python walks them once, as plain tuples; on Spark each
-practice's candidates go to `draw_practice` (applyInPandas), which sorts them in the same
-ORDER and walks them with the same `draw_controls`: one definition of the match.
+the engine sorts the candidates practice by practice; Python walks them once, as plain
+tuples streamed in chunks, and forgets a practice's draws when the next begins, so its
+memory is one practice's, whatever the size of the network. On Spark each practice's
+candidates go to `draw_practice` (applyInPandas), which sorts them in the same ORDER and
+walks them with the same `draw_controls`: one definition of the match.
 """
 
-ORDER = ("case_order, practice_id, case_patient_id, distance, control_order, "
+ORDER = ("practice_id, case_order, case_patient_id, distance, control_order, "
          "control_patient_id")
+CHUNK_ROWS = 100_000
 COLUMNS = ["practice_id", "case_patient_id", "index_date", "control_patient_id",
            "control_number"]
 SPARK_SCHEMA = ("practice_id string, case_patient_id string, index_date date, "
@@ -22,9 +25,12 @@ SPARK_SCHEMA = ("practice_id string, case_patient_id string, index_date date, "
 
 
 def draw_controls(candidates, controls_per_case):
-    """Greedy matching over candidate rows already sorted by case then control order."""
-    drawn, per_case, rows = set(), {}, []
+    """Greedy matching over candidate rows already sorted by practice, case, then control
+    order."""
+    drawn, per_case, rows, current = set(), {}, [], None
     for practice, case, index_date, control in candidates:
+        if practice != current:     # draws never cross practices: start afresh
+            drawn, per_case, current = set(), {}, practice
         taken = per_case.get((practice, case), 0)
         if taken >= controls_per_case or (practice, control) in drawn:
             continue
@@ -32,6 +38,13 @@ def draw_controls(candidates, controls_per_case):
         per_case[(practice, case)] = taken + 1
         rows.append((practice, case, index_date, control, taken + 1))
     return rows
+
+
+def streamed(session, relation):
+    """DuckDB: the relation's rows, fetched a chunk at a time rather than all at once."""
+    result = session.execute(relation.sql_query())
+    while chunk := result.fetchmany(CHUNK_ROWS):
+        yield from chunk
 
 
 def draw_practice(candidates, controls_per_case):
@@ -55,7 +68,7 @@ def model(dbt, session):
     import pandas as pd
 
     # dbt gives Python models `table` whatever dbt_project.yml says; the strategy and schema
-    # check still come from there (per_practice).
+    # check still come from there (dbt_project.yml).
     dbt.config(materialized="incremental")
     controls_per_case = int(dbt.config.get("controls_per_case"))
     candidates = dbt.ref("int_control_candidates")
@@ -66,7 +79,8 @@ def model(dbt, session):
         return spark_draw(candidates, controls_per_case)
     ordered = candidates.order(ORDER).project(
         "practice_id, case_patient_id, index_date, control_patient_id")
-    matched = pd.DataFrame(draw_controls(ordered.fetchall(), controls_per_case), columns=COLUMNS)
+    matched = pd.DataFrame(draw_controls(streamed(session, ordered), controls_per_case),
+                           columns=COLUMNS)
     return matched.astype({"practice_id": "str", "case_patient_id": "str",
                            "index_date": "datetime64[s]", "control_patient_id": "str",
                            "control_number": "int64"})
