@@ -48,7 +48,7 @@ def require_spark() -> None:
         import pyspark  # noqa: F401
     except ImportError as exc:
         raise SparkUnavailable(f"the spark engine needs dbt-spark and PySpark ({exc}): "
-                               "pip install -r requirements-spark.lock") from None
+                               "pip install -c requirements.lock '.[spark]'") from None
     java = Path(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else None
     if not (java and java.is_file()) and shutil.which("java") is None:
         raise SparkUnavailable("the spark engine needs Java 17 (set JAVA_HOME or put java on "
