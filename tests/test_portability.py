@@ -4,7 +4,7 @@ Date arithmetic goes through dbt's cross-database macros (dbt.dateadd, dbt.dated
 dbt.date_trunc, dbt.hash, dbt.type_*), reached through this project's own macros
 (add_days, add_months, days_between); anything without a cross-database form is an
 `adapter.dispatch` macro with a `duckdb__` and a `default__` body (month_spine). So the same
-project can move to another engine by adding that engine's adapter (README: Scale and speed).
+project can move to another engine by adding that engine's adapter (docs/performance.md).
 A static check, as no second engine runs on our machines; the Python model is covered by the
 README's note instead.
 """
