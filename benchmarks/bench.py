@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -265,8 +266,15 @@ def slowest_nodes(run_results: Path, top: int = 8) -> list[dict[str, Any]]:
             for r in ranked]
 
 
+def practices_per_batch() -> int:
+    """The dbt var that sizes a practice_batched model's batches."""
+    project = yaml.safe_load((ROOT / "dbt_project" / "dbt_project.yml").read_text())
+    return int(project["vars"]["practices_per_batch"])
+
+
 def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[str, Any]]:
-    """DuckDB's own profile of one SQL model's query: the operators that take the time."""
+    """DuckDB's own profile of one SQL model's query: the operators that take the time (for a
+    practice_batched model, of one batch)."""
     compiled = next((paths.dbt_dir / "target" / "compiled").rglob(f"{model}.sql"), None)
     if compiled is None:
         return []
@@ -281,7 +289,12 @@ def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[
         con.execute("pragma enable_profiling = 'json'")
         profile_file = paths.dbt_dir / f"profile_{model}.json"
         con.execute(f"pragma profiling_output = '{profile_file}'")
-        con.execute(f"create temp table profiled as {compiled.read_text()}")
+        # A practice_batched model is profiled as one batch: its first practices_per_batch
+        # practices (the materialization fills the placeholder the same way).
+        batch = [r[0] for r in con.execute(
+            f"select practice_id from raw.practices order by 1 limit {practices_per_batch()}").fetchall()]
+        sql = compiled.read_text().replace("__sprx_practices__", ", ".join(f"'{p}'" for p in batch))
+        con.execute(f"create temp table profiled as {sql}")
         con.execute("pragma disable_profiling")
     shutil.rmtree(spill, ignore_errors=True)
     operators: list[dict[str, Any]] = []
