@@ -11,7 +11,7 @@ PRACTICES ?= 10
 SEED ?= 42
 RELEASE ?= data/release
 REPORT ?= data/report.html
-# CI's second interpreter: the newest Python these machines have (see README, Tests).
+# CI's second interpreter: the newest Python these machines have (see docs/operations.md, Tests).
 NEWEST_PYTHON ?= $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13))
 NEWEST_VENV ?= .venv-newest
 NEWEST_TESTS ?= tests/test_install.py tests/test_linkage.py tests/test_cli.py tests/test_quality.py tests/test_results.py tests/test_ingest.py tests/test_dags.py::test_a_refused_delivery_fails_only_its_own_mapped_task
@@ -80,7 +80,7 @@ test: setup
 
 # CI's run on the newest Python: the full set installed from the same lock into its own venv,
 # then the tests that cover the light install, ingest, dbt, the quality gate, the results and
-# the DAGs (the whole suite runs on 3.11; see README, Tests).
+# the DAGs (the whole suite runs on 3.11; see docs/operations.md, Tests).
 test-newest-python:
 	@test -n "$(NEWEST_PYTHON)" || { echo "no python3.13 found: install it (pyenv install 3.13) or set NEWEST_PYTHON"; exit 1; }
 	$(MAKE) setup PYTHON=$(NEWEST_PYTHON) VENV=$(NEWEST_VENV)
@@ -91,7 +91,8 @@ clean:
 
 # `make bench`: time every stage at 100k and 1M patients against pandas and the scan floor,
 # and the full build on Spark beside DuckDB (ENGINES=duckdb for DuckDB alone); write
-# benchmarks/results.json and the README's bench table (minutes; not part of `make test`).
+# benchmarks/results.json, docs/performance.md and docs/spark.md's Spark table (minutes; not
+# part of `make test`).
 SIZES ?= 100000 1000000
 REPEATS ?= 1
 ENGINES ?= duckdb spark

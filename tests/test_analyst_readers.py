@@ -4,7 +4,7 @@ Analysts' tools embed whatever DuckDB they were built with (R's duckdb, DBeaver'
 driver, BI connectors), and a DuckDB file in the newest storage format opens only in the
 DuckDB that wrote it or newer. `sprx publish` therefore writes the published copy in an
 older storage version (SPRX_PUBLISH_STORAGE_VERSION, v1.0.0 by default). Here the real
-DuckDB 1.4 LTS, and 1.0.0 (the oldest release the README names), installed from PyPI into
+DuckDB 1.4 LTS, and 1.0.0 (the oldest release docs/results.md names), installed from PyPI into
 venvs of their own (cached in `.cache/`), open the published tiny extract read-only and read
 every table and every Parquet export; each must read exactly the rows our DuckDB reads.
 """
@@ -30,7 +30,7 @@ from warehouse_state import Site
 pytestmark = pytest.mark.slow  # the published tiny extract, and venvs from PyPI on first use
 
 LTS = "1.4.4"      # the long-term-support line analysts are told to use
-OLDEST = "1.0.0"   # the oldest release the README promises (storage version v1.0.0)
+OLDEST = "1.0.0"   # the oldest release docs/results.md promises (storage version v1.0.0)
 READER = Path(analyst_reader.__file__)
 # The readers' wheels: duckdb 1.0.0 has none for Python 3.13, so they run on 3.11 wherever
 # the tests run (the file format does not depend on the writer's Python).

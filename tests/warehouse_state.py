@@ -36,7 +36,7 @@ def contents(path: Path, ignore_clock: bool = False, schemas: tuple[str, ...] = 
     the builds that succeeded, and audit.quality_checks to the distinct checks of those
     builds, and leaves out the build scopes (BUILD_HISTORY). (A killed run leaves history
     there by design: its build is `abandoned`, with the checks it got through, or a build of
-    the same inputs was repeated: see the README's Guarantees.)
+    the same inputs was repeated: see docs/operations.md, Guarantees.)
     """
     found: Contents = {}
     with duckdb.connect(str(path), read_only=True) as con:
