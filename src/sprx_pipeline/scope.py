@@ -86,7 +86,7 @@ def _version(package: str) -> str | None:
 def plan(con: duckdb.DuckDBPyConnection, build_fingerprint: str,
          full_rebuild: bool = False, engine: str = "duckdb") -> BuildScope:
     """Decide what the next build rebuilds, from the warehouse's record of earlier builds.
-    Builds on an engine other than DuckDB are always full (README: incremental builds)."""
+    Builds on an engine other than DuckDB are always full (docs/spark.md)."""
     every_practice = tuple(r[0] for r in con.execute(
         "select distinct p.practice_id from audit.delivery_practices p join audit.deliveries d "
         "using (delivery_id) where d.status = 'applied' order by 1").fetchall())

@@ -60,7 +60,7 @@
 
 {#- Every other engine (Spark, Databricks): the adapter's own table materialization. A Spark
     cluster spreads the table's rows over its executors, so batching buys nothing there, and
-    Spark builds are always full (README: Beyond one machine). `sprx_batched()` is false on
+    Spark builds are always full (docs/spark.md). `sprx_batched()` is false on
     these engines, so the model's SQL reads every practice (`in_build_scope()` renders
     `1 = 1`). dbt has no dispatch for materializations (dbt-core#7799): this looks up the
     adapter's, as dbt-spark's clone materialization does for views. -#}
