@@ -677,9 +677,13 @@ def spark_table(rows: list[dict[str, Any]], measured_at: str, machine_name: str)
     row("Spark ÷ DuckDB", lambda s: f"{s['over_duckdb_build']:.2f}×")
     row("Spark marts equal DuckDB's (EXCEPT ALL both ways, 1e-9 relative)",
         lambda s: "yes" if s["marts_equal_to_duckdb"] else "**NO**")
-    caption = (f"Measured {measured_at[:10]} on {machine_name} (`make bench`; medians of "
-               f"{rows[0]['repeats']} run(s); seed {rows[0]['seed']}; raw figures under `spark` "
-               "in `benchmarks/results.json`).")
+    when = "; ".join(f"{s['patients']:,} on {s.get('measured_at', measured_at)[:10]}, median of "
+                     f"{s['repeats']} run(s), load average {s.get('load_average_at_start', '?')} "
+                     "at its start" for s in rows)
+    caption = (f"Measured on {machine_name} (`make bench`, seed {rows[0]['seed']}; {when}; raw "
+               "figures under `spark` in `benchmarks/results.json`). Memory is the RSS of the "
+               "process tree summed by kind, sampled every 0.25 s: Spark's Python workers are "
+               "forks that share pages, so the Python figure overstates what they hold.")
     return caption + "\n\n" + "\n".join(lines)
 
 
@@ -779,12 +783,15 @@ def spark_only(args: argparse.Namespace) -> int:
     """`--engines spark`: the Spark rows alone, merged into results.json under `spark`."""
     results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     measured_at, machine_name = _now(), machine()
-    rows: list[dict[str, Any]] = []
+    # sizes not measured this time keep their earlier Spark figures
+    rows = [s for s in results.get("spark", {}).get("sizes", []) if s["patients"] not in args.sizes]
     for patients in args.sizes:
         practices = args.practices or max(10, patients // PATIENTS_PER_PRACTICE)
         print(f"benchmarking Spark on {patients:,} patients in {practices:,} practices ...",
               flush=True)
-        rows.append(bench_spark_size(patients, practices, args.seed, args.repeats))
+        rows.append({"measured_at": _now(), "load_average_at_start": round(os.getloadavg()[0], 1),
+                     **bench_spark_size(patients, practices, args.seed, args.repeats)})
+        rows.sort(key=lambda s: s["patients"])
         results["spark"] = {"measured_at": measured_at, "machine": machine_name, "sizes": rows}
         args.results.write_text(json.dumps(results, indent=2) + "\n")
     block = spark_table(rows, measured_at, machine_name)
