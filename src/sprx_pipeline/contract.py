@@ -191,7 +191,6 @@ class Manifest:
     files: dict[str, FileEntry]
     directory: Path
     manifest_sha256: str
-    contract_version: str = CONTRACT_VERSION
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
