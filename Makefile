@@ -19,7 +19,8 @@ NEWEST_TESTS ?= tests/test_install.py tests/test_linkage.py tests/test_cli.py te
 .PHONY: setup setup-light data-docs-assets system-packages demo test test-newest-python clean bench validate
 
 # The full set, for `make test`: the light install plus Airflow, Cosmos, the PostgreSQL
-# provider and the test tools, and the Debian packages the tests drive.
+# provider, the Spark engine (dbt-spark, PySpark) and the test tools, and the Debian packages
+# the tests drive.
 setup: $(FULL) data-docs-assets system-packages
 
 # What `make demo` needs: the light install (no Airflow) and the Data Docs assets.
@@ -38,6 +39,11 @@ system-packages:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "run as root, or: sudo apt-get install chromium"; exit 1; fi; \
 	fi
+	@if ! command -v java >/dev/null 2>&1 && [ -z "$$JAVA_HOME" ]; then \
+		echo "installing Java 17 (Debian openjdk-17-jre-headless) for the Spark engine's tests"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
+		else echo "run as root, or: sudo apt-get install openjdk-17-jre-headless"; exit 1; fi; \
+	fi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +55,7 @@ $(LIGHT): requirements.lock pyproject.toml setup.py | $(BIN)/python
 	touch $@
 
 $(FULL): requirements.lock pyproject.toml setup.py | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -c requirements.lock --no-build-isolation -e ".[airflow,test]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock --no-build-isolation -e ".[airflow,test,spark]"
 	touch $@ $(LIGHT)
 
 # The files GX Data Docs load from CDNs, as pinned npm tarballs (vendor/data-docs/); without
@@ -84,11 +90,14 @@ clean:
 	rm -rf $(VENV) $(NEWEST_VENV) .cache vendor build data dbt_project/target dbt_project/logs
 
 # `make bench`: time every stage at 100k and 1M patients against pandas and the scan floor,
-# write benchmarks/results.json and docs/performance.md (minutes; not part of `make test`).
+# and the full build on Spark beside DuckDB (ENGINES=duckdb for DuckDB alone); write
+# benchmarks/results.json, docs/performance.md and docs/spark.md's Spark table (minutes; not
+# part of `make test`).
 SIZES ?= 100000 1000000
 REPEATS ?= 1
+ENGINES ?= duckdb spark
 bench: setup
-	$(BIN)/python benchmarks/bench.py --sizes $(SIZES) --repeats $(REPEATS)
+	$(BIN)/python benchmarks/bench.py --sizes $(SIZES) --repeats $(REPEATS) --engines $(ENGINES)
 
 # `make validate`: bias and coverage of the effect estimate over many generated extracts with a
 # known causal effect (docs/validation.md; about half an hour; not part of `make test`).

@@ -18,7 +18,16 @@ a practice per 4,000 patients, so 250 and 1,000) it:
    consultations and referrals), `sprx build` rebuilds only it; its marts are compared with a
    full rebuild of the same data (`sprx build --full-refresh`), whose time is the denominator;
 5. where the time goes: the slowest dbt nodes of the full build, DuckDB's profile of the
-   slowest SQL model, and the ingest's statements for one delivery.
+   slowest SQL model, and the ingest's statements for one delivery;
+6. with `--engines duckdb spark` (what `make bench` runs): `sprx build --engine spark` on the
+   same warehouse (lake export, the full dbt build on Spark, `SPRX_SPARK_MASTER` or
+   `local[2]`, the marts copied back; always a full build), its marts compared with DuckDB's
+   full build of the same data, and the peak memory of the JVM and of the Python processes
+   (driver and applyInPandas workers), sampled from the process tree. `--engines spark`
+   measures Spark alone: per size it ingests and runs one DuckDB `sprx build` (the baseline
+   the marts are compared with, and the ratio's denominator), then the Spark builds, and
+   replaces only the `spark` figures of benchmarks/results.json and the Spark block of
+   docs/spark.md, leaving DuckDB's as they were.
 
 It writes benchmarks/results.json and the tables between the bench markers of
 docs/performance.md, and prints them. Every measured stage runs --repeats times (3 by
@@ -27,6 +36,7 @@ medians of the same run.
 
     .venv/bin/python benchmarks/bench.py                       # what `make bench` runs
     .venv/bin/python benchmarks/bench.py --sizes 100000 --repeats 3
+    .venv/bin/python benchmarks/bench.py --sizes 100000 1000000 --repeats 1 --engines spark
 """
 
 from __future__ import annotations
@@ -56,12 +66,16 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import pandas_outcomes  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests"))
+from engine_compare import compare_marts  # noqa: E402
+
 from sprx_pipeline.config import WarehousePaths  # noqa: E402
 from sprx_pipeline.contract import CONTRACT_VERSION, TABLES, file_entry, write_manifest  # noqa: E402
 
 BIN = Path(sys.executable).parent
 CACHE = HERE / "cache"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+SPARK_START, SPARK_END = "<!-- spark-bench:start -->", "<!-- spark-bench:end -->"
 UPDATE_EXTRACTED_AT = date(2020, 2, 7)  # a week after the generated extracts
 SP_REFERRAL = "871731000000106"
 TARGETS = {"end_to_end_seconds": 900, "peak_memory_gib": 16, "ingest_rows_per_second": 1.5e6,
@@ -94,6 +108,41 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> Measured:
         raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}:\n{output[-3000:]}")
     # ru_maxrss is in KiB
     return Measured(seconds, usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime, output)
+
+
+def measure_tree(command: list[str], interval: float = 0.25) -> tuple[Measured, dict[str, float]]:
+    """`measure`, plus the peak resident memory of the child's process tree by kind, sampled
+    every `interval` s: the JVM (Spark's driver and, in local mode, its executors) and the
+    Python processes (the sprx driver and Spark's Python workers), each summed, and all."""
+    import threading
+
+    import psutil
+
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peaks = {"jvm_gib": 0.0, "python_gib": 0.0, "total_gib": 0.0}
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.append(child.stdout.read()))
+    reader.start()
+    root = psutil.Process(child.pid)
+    while child.poll() is None:
+        try:
+            sizes = {"jvm_gib": 0.0, "python_gib": 0.0}
+            for process in [root, *root.children(recursive=True)]:
+                with process.oneshot():
+                    kind = "jvm_gib" if process.name() == "java" else "python_gib"
+                    sizes[kind] += process.memory_info().rss / 2**30
+        except psutil.Error:
+            continue
+        sizes["total_gib"] = sizes["jvm_gib"] + sizes["python_gib"]
+        peaks = {k: max(peaks[k], sizes[k]) for k in peaks}
+        time.sleep(interval)
+    reader.join()
+    seconds = time.perf_counter() - started
+    output = "".join(chunks)
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}:\n{output[-3000:]}")
+    return Measured(seconds, peaks["total_gib"], 0.0, output), peaks
 
 
 def sprx(*args: str) -> list[str]:
@@ -313,6 +362,69 @@ def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[
     return sorted(operators, key=lambda o: o["seconds"], reverse=True)[:top]
 
 
+# --- Spark ---------------------------------------------------------------------------------------
+
+def copy_marts(paths: WarehousePaths, copy: Path) -> None:
+    """The work file's marts, in schema marts of a new file (for `compare_marts`)."""
+    copy.unlink(missing_ok=True)
+    with duckdb.connect(str(copy)) as con:
+        con.execute("attach ? as work (read_only)", [str(paths.work)])
+        con.execute("create schema marts")
+        for mart in marts_of(con):
+            con.execute(f"create table marts.{mart} as select * from work.marts.{mart}")
+
+
+def step_seconds(output: str, pattern: str) -> float:
+    match = re.search(pattern, output)
+    return float(match.group(1)) if match else float("nan")
+
+
+def bench_spark(paths: WarehousePaths, run_dir: Path, repeats: int,
+                duckdb_build: Stage) -> dict[str, Any]:
+    """`sprx build --engine spark` on a warehouse DuckDB has just built in full, `repeats`
+    times (each a fresh process: its Spark session starts cold, as a scheduled build's
+    would); its marts against DuckDB's."""
+    baseline = run_dir / "duckdb_marts.duckdb"
+    copy_marts(paths, baseline)
+    build, memory = Stage(), []
+    for repeat in range(repeats):
+        run, peaks = measure_tree(sprx("build", "--engine", "spark", "--warehouse",
+                                       str(paths.published)))
+        build.runs.append(run)
+        memory.append(peaks)
+        _say(f"spark {repeat + 1}/{repeats}: {run.seconds:.0f} s, peak {peaks['total_gib']:.2f} GiB")
+    output = build.runs[-1].output
+    compared, differences = compare_marts(baseline, paths.work)
+    return {
+        "master": os.environ.get("SPRX_SPARK_MASTER", "local[2]"),
+        "build": build.summary(),
+        "dbt_seconds": round(statistics.median(dbt_seconds(r.output) for r in build.runs), 2),
+        "lake_seconds": step_seconds(output, r"as Parquet to .* \(([0-9.]+) s\)"),
+        "marts_back_seconds": step_seconds(output, r"from Spark into .* \(([0-9.]+) s\)"),
+        "peak_jvm_gib": round(max(m["jvm_gib"] for m in memory), 2),
+        "peak_python_gib": round(max(m["python_gib"] for m in memory), 2),
+        "peak_total_gib": round(max(m["total_gib"] for m in memory), 2),
+        "duckdb_build_seconds": round(duckdb_build.seconds, 2),
+        "over_duckdb_build": round(build.seconds / duckdb_build.seconds, 2),
+        "marts_compared": compared, "marts_equal_to_duckdb": not differences,
+        "differences": differences,
+    }
+
+
+def bench_spark_size(patients: int, practices: int, seed: int, repeats: int) -> dict[str, Any]:
+    """Spark alone (`--engines spark`): ingest and one full DuckDB `sprx build` of the same
+    extract (the baseline), then the Spark builds."""
+    landing, _, _ = extract(patients, practices, seed)
+    run_dir = CACHE / f"run-patients{patients}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    paths = WarehousePaths.at(run_dir / "warehouse" / "sprx.duckdb")
+    measure(sprx("ingest", str(landing), "--warehouse", str(paths.published)))
+    duckdb_build = Stage([measure(sprx("build", "--warehouse", str(paths.published)))])
+    _say(f"duckdb build {duckdb_build.seconds:.0f} s")
+    return {"patients": patients, "practices": practices, "seed": seed, "repeats": repeats,
+            **bench_spark(paths, run_dir, repeats, duckdb_build)}
+
+
 # --- one size --------------------------------------------------------------------------------
 
 def _say(message: str) -> None:
@@ -359,7 +471,8 @@ def ingest_profile(landing: Path, out: Path, top: int = 10) -> dict[str, Any]:
                            for sql, t in timed.seconds.most_common(top)]}
 
 
-def bench_size(patients: int, practices: int, seed: int, repeats: int) -> dict[str, Any]:
+def bench_size(patients: int, practices: int, seed: int, repeats: int,
+               engines: tuple[str, ...] = ("duckdb",)) -> dict[str, Any]:
     measured_at, load_average = _now(), round(os.getloadavg()[0], 1)
     landing, generate, rows = extract(patients, practices, seed)
     run_dir = CACHE / f"run-patients{patients}"
@@ -406,6 +519,10 @@ def bench_size(patients: int, practices: int, seed: int, repeats: int) -> dict[s
         measure([sys.executable, "-c", REOPEN_PRACTICE, str(paths.work), changed[0]])
     dbt_incremental = statistics.median(dbt_seconds(r.output) for r in incremental.runs)
     dbt_full_again = statistics.median(dbt_seconds(r.output) for r in full_again.runs)
+    # Spark last: its build replaces the work file's marts. Its baseline is the DuckDB full
+    # rebuild of the same data (the update included) that the loop above ended with (the
+    # REOPEN_PRACTICE step touches the audit tables only).
+    spark = (bench_spark(paths, run_dir, repeats, full_again) if "spark" in engines else None)
     ingest_statements = ingest_profile(landing, run_dir / "ingest-profile")
     # `sprx build` already runs the gate on both sides of dbt: its stand-alone run (`sprx
     # check`) shows what the gate costs and is not counted again.
@@ -442,6 +559,8 @@ def bench_size(patients: int, practices: int, seed: int, repeats: int) -> dict[s
                         "marts_identical": not any(differ.values()), "rows_differing": differ},
         "slowest_nodes": nodes,
         "slowest_sql_model": {"model": slowest_sql, "profile": profile},
+        **({"spark": {"patients": patients, "practices": practices, "seed": seed,
+                      "repeats": repeats, **spark}} if spark else {}),
     }
 
 
@@ -539,6 +658,35 @@ def table(results: dict[str, Any]) -> str:
     return caption + "\n\n" + "\n".join(lines)
 
 
+def spark_table(rows: list[dict[str, Any]], measured_at: str, machine_name: str) -> str:
+    """The Spark engine's table: one column per size."""
+    head = "| | " + " | ".join(f"{s['patients']:,} patients, {s['practices']:,} practices"
+                               for s in rows) + " |"
+    lines = [head, "|---|" + "---|" * len(rows)]
+
+    def row(label: str, cell) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(s) for s in rows) + " |")
+
+    row("Spark master", lambda s: f"`{s['master']}`")
+    row("**`sprx build --engine spark`** (full build): wall s", lambda s: f"**{s['build']['seconds']:.1f}**")
+    row("of which: lake export s; dbt on Spark s; marts back to DuckDB s", lambda s: (
+        f"{s['lake_seconds']:.1f}; {s['dbt_seconds']:.1f}; {s['marts_back_seconds']:.1f}"))
+    row("peak memory JVM / Python / both, GiB", lambda s: (
+        f"{s['peak_jvm_gib']:.2f} / {s['peak_python_gib']:.2f} / {s['peak_total_gib']:.2f}"))
+    row("DuckDB full `sprx build` of the same data, s", lambda s: f"{s['duckdb_build_seconds']:.1f}")
+    row("Spark ÷ DuckDB", lambda s: f"{s['over_duckdb_build']:.2f}×")
+    row("Spark marts equal DuckDB's (EXCEPT ALL both ways, 1e-9 relative)",
+        lambda s: "yes" if s["marts_equal_to_duckdb"] else "**NO**")
+    when = "; ".join(f"{s['patients']:,} on {s.get('measured_at', measured_at)[:10]}, median of "
+                     f"{s['repeats']} run(s), load average {s.get('load_average_at_start', '?')} "
+                     "at its start" for s in rows)
+    caption = (f"Measured on {machine_name} (`make bench`, seed {rows[0]['seed']}; {when}; raw "
+               "figures under `spark` in `benchmarks/results.json`). Memory is the RSS of the "
+               "process tree summed by kind, sampled every 0.25 s: Spark's Python workers are "
+               "forks that share pages, so the Python figure overstates what they hold.")
+    return caption + "\n\n" + "\n".join(lines)
+
+
 def ingest_table(results: dict[str, Any]) -> str:
     """The ingest's statements for one delivery of the largest size."""
     s = results["sizes"][-1]
@@ -576,13 +724,13 @@ def targets(results: dict[str, Any]) -> str:
     return "\n".join(f"- {'met' if ok else '**missed**'}: {label} ({value})" for label, ok, value in checks)
 
 
-def update_marked(path: Path, block: str) -> None:
+def update_marked(path: Path, block: str, start: str = START, end: str = END) -> None:
     text = path.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{path} has no {START} ... {END} block to update")
-    before, rest = text.split(START, 1)
-    _, after = rest.split(END, 1)
-    path.write_text(f"{before}{START}\n{block}\n{END}{after}")
+    if start not in text or end not in text:
+        raise SystemExit(f"{path} has no {start} ... {end} block to update")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    path.write_text(f"{before}{start}\n{block}\n{end}{after}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -594,8 +742,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=HERE / "results.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
+    parser.add_argument("--spark-doc", type=Path, default=ROOT / "docs" / "spark.md")
+    parser.add_argument("--engines", nargs="+", choices=("duckdb", "spark"), default=["duckdb"],
+                        help="duckdb: every stage, as above; spark: `sprx build --engine spark` "
+                             "on the same warehouse (needs the `spark` extra and Java 17); "
+                             "spark alone keeps results.json's DuckDB figures")
     args = parser.parse_args(argv)
     CACHE.mkdir(exist_ok=True)
+    engines = tuple(args.engines)
+    if "duckdb" not in engines:
+        return spark_only(args)
     results: dict[str, Any] = {"measured_at": _now(), "machine": machine(), "sizes": []}
     if args.results.exists():  # sizes not measured this time keep their earlier figures
         earlier = json.loads(args.results.read_text()).get("sizes", [])
@@ -604,14 +760,44 @@ def main(argv: list[str] | None = None) -> int:
     for patients in args.sizes:
         practices = args.practices or max(10, patients // PATIENTS_PER_PRACTICE)
         print(f"benchmarking {patients:,} patients in {practices:,} practices ...", flush=True)
-        results["sizes"].append(bench_size(patients, practices, args.seed, args.repeats))
+        results["sizes"].append(bench_size(patients, practices, args.seed, args.repeats, engines))
         results["sizes"].sort(key=lambda s: s["patients"])
         args.results.write_text(json.dumps(results, indent=2) + "\n")
+    spark_rows = [s["spark"] for s in results["sizes"] if "spark" in s]
+    if spark_rows:
+        results["spark"] = {"measured_at": results["measured_at"], "machine": results["machine"],
+                            "sizes": spark_rows}
+        args.results.write_text(json.dumps(results, indent=2) + "\n")
+        spark_block = spark_table(spark_rows, results["measured_at"], results["machine"])
+        update_marked(args.spark_doc, spark_block, SPARK_START, SPARK_END)
+        print(spark_block)
     block = (table(results) + "\n\nTargets:\n\n" + targets(results) + "\n\n"
              + ingest_table(results))
     update_marked(args.doc, block)
     print(block)
     print(f"\nwrote {args.results} and the bench block of {args.doc}")
+    return 0
+
+
+def spark_only(args: argparse.Namespace) -> int:
+    """`--engines spark`: the Spark rows alone, merged into results.json under `spark`."""
+    results = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    measured_at, machine_name = _now(), machine()
+    # sizes not measured this time keep their earlier Spark figures
+    rows = [s for s in results.get("spark", {}).get("sizes", []) if s["patients"] not in args.sizes]
+    for patients in args.sizes:
+        practices = args.practices or max(10, patients // PATIENTS_PER_PRACTICE)
+        print(f"benchmarking Spark on {patients:,} patients in {practices:,} practices ...",
+              flush=True)
+        rows.append({"measured_at": _now(), "load_average_at_start": round(os.getloadavg()[0], 1),
+                     **bench_spark_size(patients, practices, args.seed, args.repeats)})
+        rows.sort(key=lambda s: s["patients"])
+        results["spark"] = {"measured_at": measured_at, "machine": machine_name, "sizes": rows}
+        args.results.write_text(json.dumps(results, indent=2) + "\n")
+    block = spark_table(rows, measured_at, machine_name)
+    update_marked(args.spark_doc, block, SPARK_START, SPARK_END)
+    print(block)
+    print(f"\nwrote the spark figures of {args.results} and the Spark block of {args.spark_doc}")
     return 0
 
 

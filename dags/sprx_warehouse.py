@@ -9,7 +9,9 @@ Runs whenever the `sprx_codelists` or `sprx_extracts` asset is updated:
    tables and fails, building nothing, if a check at error level fails;
 3. `dbt_build` (astronomer-cosmos) runs one task per dbt model, `dbt build` of the model and
    its tests, so a model whose tests fail stops everything built on it: staging →
-   intermediate linkage steps → marts; tests with two parents run after both;
+   intermediate linkage steps → marts; tests with two parents run after both. With
+   `SPRX_ENGINE=spark` it is one task, `spark_build`, instead: the whole `dbt build` on
+   Spark in one session (`SPRX_SPARK_MASTER`), the marts copied back to the work file;
 4. `quality_gate` runs the checkpoint `sprx_publish` over the marts and the row accounting
    of every delivery, and fails, publishing nothing, if a check at error level fails;
 5. `publish` replaces the read-only published warehouse atomically and updates the
@@ -22,7 +24,8 @@ beside the warehouse, in `<name>.quality/gx/uncommitted/data_docs/local_site/ind
 Every task that opens DuckDB runs in the one-slot `sprx_duckdb` pool: DuckDB accepts one
 writer per file.
 
-Settings: `SPRX_WAREHOUSE_PATH`, `SPRX_CODELIST_SOURCE`, `SPRX_DBT_THREADS`.
+Settings: `SPRX_WAREHOUSE_PATH`, `SPRX_CODELIST_SOURCE`, `SPRX_DBT_THREADS`, `SPRX_ENGINE`
+(`duckdb` or `spark`), `SPRX_SPARK_MASTER`.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from sprx_pipeline import orchestration as orch
 )
 def sprx_warehouse():
     paths = orch.warehouse_paths()
+    engine = orch.engine()
 
     @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
     def start_build() -> str:
@@ -53,7 +57,8 @@ def sprx_warehouse():
         with orch.refusals_fail_at_once():
             pipeline.ensure_codelists(paths, orch.codelist_source(),
                                       config.default_codelist_pins(), orch.WAIT_FOR_LOCK_SECONDS)
-            build_id, _ = pipeline.start_build(paths, wait_seconds=orch.WAIT_FOR_LOCK_SECONDS)
+            build_id, _ = pipeline.start_build(paths, wait_seconds=orch.WAIT_FOR_LOCK_SECONDS,
+                                               engine=engine)
         return build_id
 
     @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
@@ -63,6 +68,14 @@ def sprx_warehouse():
             report = pipeline.quality_gate(paths, "loaded", build_id, scoped=True,
                                            wait_seconds=orch.WAIT_FOR_LOCK_SECONDS)
         return report.summary()
+
+    @task(pool=orch.WRITER_POOL, retries=0)
+    def spark_build(build_id: str) -> str:
+        """`dbt build` every model and test on Spark, then copy the marts back."""
+        with orch.refusals_fail_at_once():
+            report = pipeline.run_opened_build(paths, build_id, "spark",
+                                               orch.WAIT_FOR_LOCK_SECONDS)
+        return f"{report.passed} dbt nodes built on Spark in {report.dbt_seconds:.0f} s"
 
     @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
     def quality_gate(build_id: str) -> str:
@@ -84,7 +97,10 @@ def sprx_warehouse():
         return pipeline.close_build(paths, build_id, orch.WAIT_FOR_LOCK_SECONDS)
 
     build_id = start_build()
-    dbt_build = DbtTaskGroup(group_id="dbt_build", **orch.cosmos_task_group_args(paths))
+    if engine == "spark":
+        dbt_build = spark_build(build_id)
+    else:
+        dbt_build = DbtTaskGroup(group_id="dbt_build", **orch.cosmos_task_group_args(paths))
     gate = quality_gate(build_id)
     check_loaded(build_id) >> dbt_build >> gate >> publish(build_id) >> close_build(
         build_id).as_teardown(setups=build_id)

@@ -108,3 +108,25 @@ def test_a_refused_delivery_fails_only_its_own_mapped_task(deployment):
         reason = con.execute("select reason from audit.deliveries where status = 'refused'"
                              ).fetchone()[0]
         assert "patients.csv: sha256_mismatch" in reason
+
+
+def test_the_warehouse_dag_builds_on_spark_in_one_task_when_the_setting_says_so(tmp_path):
+    # SPRX_ENGINE=spark: one `spark_build` task (one Spark session for the whole dbt build)
+    # between the gates, in place of Cosmos's task per model. Only the DAG's shape is checked
+    # here; tests/test_spark.py runs the same pipeline function on Spark.
+    env = {**airflow_env(tmp_path / "airflow", tmp_path / "landing", tmp_path / "sprx.duckdb"),
+           "SPRX_ENGINE": "spark"}
+    script = ("import json; from airflow.dag_processing.dagbag import DagBag; bag = DagBag(); "
+              "dag = bag.dags['sprx_warehouse']; print('DAG_SHAPE ' + json.dumps({"
+              "'errors': list(bag.import_errors), 'tasks': {t.task_id: sorted(t.downstream_task_ids) "
+              "for t in dag.tasks}}))")
+    completed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                               text=True, timeout=600)
+    lines = [ln for ln in completed.stdout.splitlines() if ln.startswith("DAG_SHAPE ")]
+    assert lines, completed.stderr[-3000:]
+    shape = json.loads(lines[-1].removeprefix("DAG_SHAPE "))
+    assert shape["errors"] == []
+    assert shape["tasks"] == {
+        "start_build": ["check_loaded", "close_build", "publish", "quality_gate", "spark_build"],
+        "check_loaded": ["spark_build"], "spark_build": ["quality_gate"],
+        "quality_gate": ["publish"], "publish": ["close_build"], "close_build": []}

@@ -80,7 +80,8 @@ def source_copy(target: Path) -> Path:
 
 def test_the_environment_holds_exactly_the_lock():
     # Every installed distribution is pinned at its version, and every pin is installed:
-    # the lock is the full set (light + airflow + test extras), nothing stale, nothing loose.
+    # the lock is the full set (light + airflow + test + spark extras), nothing stale, nothing
+    # loose.
     assert installed(sys.executable) == lock_pins()
 
 

@@ -7,7 +7,9 @@
     (dbt run by hand on a fresh file): then every incremental model is rebuilt whole. -#}
 {% macro build_scope_is_full() -%}
     {%- if not execute -%}{{ return(true) }}{%- endif -%}
-    {%- set scopes = adapter.get_relation(database=target.database, schema='audit',
+    {#- Incremental builds are DuckDB's only (README): other engines always build in full. -#}
+    {%- if target.type != 'duckdb' -%}{{ return(true) }}{%- endif -%}
+    {%- set scopes = adapter.get_relation(database=target.get('database'), schema='audit',
                                           identifier='build_scopes') -%}
     {%- if scopes is none -%}{{ return(true) }}{%- endif -%}
     {%- set latest = run_query('select full_rebuild from ' ~ scopes ~ ' where started_at = '
@@ -40,8 +42,10 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- Whether the model being rendered is built a batch of practices at a time. A unit test
-    overrides it to false, so that it tests the model's SQL over its given rows. -#}
+{#- Whether the model being rendered is built a batch of practices at a time: DuckDB's
+    practice_batched materialization; on Spark the same materialization builds a plain table
+    (materializations/practice_batched.sql). A unit test overrides it to false, so that it
+    tests the model's SQL over its given rows. -#}
 {% macro sprx_batched() -%}
-    {{ return(config.get('materialized') == 'practice_batched') }}
+    {{ return(config.get('materialized') == 'practice_batched' and target.type == 'duckdb') }}
 {%- endmacro %}

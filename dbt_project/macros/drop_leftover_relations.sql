@@ -1,4 +1,8 @@
 {% macro drop_leftover_relations() %}
+    {{ return(adapter.dispatch('drop_leftover_relations', 'sprx')()) }}
+{% endmacro %}
+
+{% macro default__drop_leftover_relations() %}
   {#- Drop the intermediate relations dbt leaves behind: dbt-duckdb keeps the temporary table
       of a Python incremental model (`int_matched_controls__dbt_tmp<time>`) as a real table
       in the target schema after every incremental build, and a dbt killed part-way can leave
@@ -11,7 +15,7 @@
     {%- endfor -%}
     {%- for schema in schemas -%}
       {%- set found = list_relations_without_caching(
-            api.Relation.create(database=target.database, schema=schema)) -%}
+            api.Relation.create(database=target.get('database'), schema=schema)) -%}
       {%- for row in found if '__dbt_tmp' in row['name'] or '__dbt_backup' in row['name'] -%}
         {%- set relation = api.Relation.create(database=row['database'], schema=row['schema'],
                                                identifier=row['name'], type=row['type']) -%}
@@ -23,3 +27,8 @@
     {%- do adapter.commit() -%}
   {%- endif -%}
 {% endmacro %}
+
+{#- Spark builds are full builds of tables and views (`create table`, `create or replace
+    view`, the Python model's saveAsTable): no `__dbt_tmp` or `__dbt_backup` relation is left,
+    and listing a schema not yet created fails there. -#}
+{% macro spark__drop_leftover_relations() %}{% endmacro %}

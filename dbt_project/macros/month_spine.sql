@@ -21,3 +21,16 @@
     )
     select month from spine
 {%- endmacro %}
+
+{#- Spark and Databricks: a recursive CTE fails on Spark 3.5 and 4.0 (and is slow on 4.3);
+    sequence() gives the months at once. -#}
+{% macro spark__month_spine(start_date, end_date) -%}
+    select month
+    from (
+        select explode(sequence(
+            cast({{ dbt.date_trunc('month', start_date) }} as date),
+            cast({{ dbt.date_trunc('month', end_date) }} as date),
+            interval 1 month
+        )) as month
+    ) as spine
+{%- endmacro %}

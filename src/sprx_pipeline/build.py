@@ -155,15 +155,16 @@ def settle_builds(con: duckdb.DuckDBPyConnection, published_build_id: str | None
 
 
 def open_build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
-               full_rebuild: bool = False) -> tuple[str, dict[str, Any], scope.BuildScope]:
+               full_rebuild: bool = False,
+               engine: str = "duckdb") -> tuple[str, dict[str, Any], scope.BuildScope]:
     """Make `codelist` active, open a row in audit.builds and record the build's scope;
     return its id, the vars to run dbt with, and the scope."""
     build_id = uuid.uuid4().hex[:12]
     merged_vars = build_vars(codelist, dbt_vars)
-    build_fingerprint = scope.fingerprint(codelist.sha256, merged_vars)
+    build_fingerprint = scope.fingerprint(codelist.sha256, merged_vars, engine=engine)
     with connect(paths.work) as con:
         record_codelist(con, codelist)
-        planned = scope.plan(con, build_fingerprint, full_rebuild)
+        planned = scope.plan(con, build_fingerprint, full_rebuild, engine)
         con.execute(
             "insert into audit.builds (build_id, started_at, finished_at, status, codelist, "
             "codelist_version, codelist_sha256, dbt_vars, input_fingerprint) values "
@@ -177,9 +178,9 @@ def open_build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, An
 
 
 def start_build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
-                full_rebuild: bool = False) -> tuple[str, dict[str, Any]]:
+                full_rebuild: bool = False, engine: str = "duckdb") -> tuple[str, dict[str, Any]]:
     """Make `codelist` active and open a build with its scope; return its id and the vars."""
-    build_id, merged_vars, _ = open_build(paths, codelist, dbt_vars, full_rebuild)
+    build_id, merged_vars, _ = open_build(paths, codelist, dbt_vars, full_rebuild, engine)
     return build_id, merged_vars
 
 
@@ -195,13 +196,23 @@ def finish_build(paths: WarehousePaths, build_id: str, status: str) -> None:
 
 def run_build(paths: WarehousePaths, build_id: str, merged_vars: dict[str, Any],
               select: list[str] | None = None,
-              planned: scope.BuildScope | None = None) -> BuildReport:
-    """`dbt build` an opened build; on any failure mark it failed and raise BuildError."""
+              planned: scope.BuildScope | None = None, engine: str = "duckdb",
+              progress: Callable[[str], None] | None = None) -> BuildReport:
+    """`dbt build` an opened build; on any failure mark it failed and raise BuildError.
+    On the `spark` engine dbt builds on Spark and the marts come back to the work file
+    (`spark.build`)."""
     # A partial build tests only what it built: a test that also reads an unselected model
     # would fail on a fresh file (dbt's "eager" indirect selection would run it).
     extra = ["--select", *select, "--indirect-selection", "cautious"] if select else []
+    args = dbt_args("build", paths, merged_vars, extra)
     started = time.perf_counter()
-    passed, failed = failures(*run_dbt(dbt_args("build", paths, merged_vars, extra), paths))
+    if engine == "spark":
+        from . import spark
+
+        returncode, results, _ = spark.build(paths, args, progress)
+    else:
+        returncode, results = run_dbt(args, paths)
+    passed, failed = failures(returncode, results)
     if failed:
         finish_build(paths, build_id, "failed")
         raise BuildError("dbt build failed:\n  " + "\n  ".join(failed)
@@ -210,10 +221,11 @@ def run_build(paths: WarehousePaths, build_id: str, merged_vars: dict[str, Any],
 
 
 def build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
-          select: list[str] | None = None, full_rebuild: bool = False) -> BuildReport:
+          select: list[str] | None = None, full_rebuild: bool = False,
+          engine: str = "duckdb") -> BuildReport:
     """Make `codelist` active, then `dbt build` the project (only the practices whose
     deliveries changed, unless a full rebuild is due); raise BuildError on any failure."""
-    build_id, merged_vars, planned = open_build(paths, codelist, dbt_vars, full_rebuild)
-    report = run_build(paths, build_id, merged_vars, select, planned)
+    build_id, merged_vars, planned = open_build(paths, codelist, dbt_vars, full_rebuild, engine)
+    report = run_build(paths, build_id, merged_vars, select, planned, engine)
     finish_build(paths, build_id, "success")
     return report

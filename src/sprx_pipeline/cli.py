@@ -33,6 +33,7 @@ examples:
   sprx run --landing data/landing --warehouse data/warehouse/sprx.duckdb
   sprx ingest data/landing --warehouse data/warehouse/sprx.duckdb
   sprx build --warehouse data/warehouse/sprx.duckdb
+  sprx build --warehouse data/warehouse/sprx.duckdb --engine spark
   sprx codelists --codelists https://example.org/codelists/ --warehouse data/warehouse/sprx.duckdb
   sprx check --warehouse data/warehouse/sprx.duckdb
   sprx summary --warehouse data/warehouse/sprx.duckdb
@@ -70,6 +71,13 @@ def _codelist_arg(parser: argparse.ArgumentParser) -> None:
 def _vars_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vars", type=json.loads, default=None, metavar="JSON",
                         help="dbt vars as JSON, e.g. '{\"window_days\": 180}'")
+
+
+def _engine_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=config.ENGINES, default=None,
+                        help="what dbt builds on: duckdb, or spark (full builds on Apache "
+                             "Spark, $SPRX_SPARK_MASTER, default local[2]; the marts come "
+                             "back to the DuckDB warehouse) (default: $SPRX_ENGINE or duckdb)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _warehouse_arg(bld)
     _codelist_arg(bld)
     _vars_arg(bld)
+    _engine_arg(bld)
     bld.add_argument("--full-refresh", action="store_true",
                      help="rebuild every practice, not only those with deliveries applied "
                           "since the last successful build")
@@ -147,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _warehouse_arg(run)
     _codelist_arg(run)
     _vars_arg(run)
+    _engine_arg(run)
 
     summ = commands.add_parser("summary", help="print the headline figures of a warehouse")
     summ.add_argument("--warehouse", type=Path, default=config.default_warehouse())
@@ -213,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
     paths = WarehousePaths.at(args.warehouse)
     started = time.perf_counter()
     report = pipeline.run(paths, args.landing, args.codelists, args.vars, _say, args.wait,
-                          args.pins)
+                          args.pins, args.engine)
     _print_ingest(report.ingest)
     if report.build is None or report.loaded_gate is None or report.gate is None:
         _say(f"nothing new: {report.published} is current (build {report.current_build}), "
@@ -292,7 +302,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "build":
         pipeline.pull_codelists(paths, args.codelists, args.pins, args.wait)
-        checked = pipeline.build_warehouse(paths, args.vars, args.wait, _say, args.full_refresh)
+        checked = pipeline.build_warehouse(paths, args.vars, args.wait, _say, args.full_refresh,
+                                           args.engine)
         for gate in (checked.loaded_gate, checked.gate):
             _print_gate(gate)
         _say(f"built {checked.build.passed} dbt nodes into {paths.work} "

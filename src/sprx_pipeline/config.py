@@ -9,6 +9,8 @@
 | SPRX_PROJECT_ROOT | this checkout, or the copy a wheel carries | where `dbt_project/` and `codelists/` are |
 | SPRX_DATA_DOCS_ASSETS | <project root>/vendor/data-docs | the pinned npm files that make the GX Data Docs work offline |
 | SPRX_PUBLISH_STORAGE_VERSION | v1.0.0 | DuckDB storage version of the published file (the work file is always the newest) |
+| SPRX_ENGINE | duckdb | what dbt builds on: `duckdb`, or `spark` (src/sprx_pipeline/spark.py) |
+| SPRX_SPARK_MASTER | local[2] | the Spark master of the `spark` engine (e.g. spark://host:7077, yarn) |
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ PROJECT_ROOT = Path(os.environ.get("SPRX_PROJECT_ROOT") or (
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 DEFAULT_CODELIST_DIR = PROJECT_ROOT / "codelists"
 SP_CODELIST = "social-prescribing"
+ENGINES = ("duckdb", "spark")
 
 
 def default_landing() -> Path:
@@ -60,6 +63,14 @@ def publish_storage_version() -> str:
 def data_docs_assets() -> Path:
     """Where the pinned copies of the Data Docs' CDN files are (`data_docs.fetch` fills it)."""
     return Path(os.environ.get("SPRX_DATA_DOCS_ASSETS") or PROJECT_ROOT / "vendor" / "data-docs")
+
+
+def default_engine() -> str:
+    """The engine dbt builds on, from SPRX_ENGINE (default duckdb)."""
+    engine = os.environ.get("SPRX_ENGINE", "duckdb").strip().lower() or "duckdb"
+    if engine not in ENGINES:
+        raise ValueError(f"SPRX_ENGINE is {engine!r}: use one of {', '.join(ENGINES)}")
+    return engine
 
 
 def default_codelist_pins() -> Path | None:
@@ -104,6 +115,12 @@ class WarehousePaths:
         """The Parquet exports of the published marts: a symlink to the latest folder of
         `<table>.parquet` files, swapped atomically at each publish."""
         return self.published.with_name(f"{self.published.stem}.parquet")
+
+    @property
+    def lake(self) -> Path:
+        """The Parquet copies of the raw, audit and codelists tables that a Spark build reads
+        (`<schema>/<table>/`), and Spark's own table files (`spark-warehouse/`)."""
+        return self.published.with_name(f"{self.published.stem}.lake")
 
     @property
     def dbt_dir(self) -> Path:

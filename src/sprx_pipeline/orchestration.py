@@ -83,6 +83,11 @@ def codelist_source() -> str:
     return config.default_codelist_source()
 
 
+def engine() -> str:
+    """What dbt builds on (SPRX_ENGINE): `duckdb` (Cosmos, a task per model) or `spark`."""
+    return config.default_engine()
+
+
 def dbt_executable() -> Path:
     """The dbt installed beside this interpreter (Airflow's PATH may not include the venv)."""
     return Path(sys.executable).with_name("dbt")

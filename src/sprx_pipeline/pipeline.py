@@ -17,7 +17,7 @@ from typing import Any
 
 from . import build as dbt_build
 from . import codelists, ingest, publish, quality, scope
-from .config import SP_CODELIST, WarehousePaths, publish_storage_version
+from .config import SP_CODELIST, WarehousePaths, default_engine, publish_storage_version
 from .warehouse import connect, writer_lock
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,8 @@ def recover_interrupted(paths: WarehousePaths) -> None:
 
 
 def current_publication(paths: WarehousePaths, codelist: codelists.Codelist,
-                        dbt_vars: dict[str, Any] | None = None) -> str | None:
+                        dbt_vars: dict[str, Any] | None = None,
+                        engine: str = "duckdb") -> str | None:
     """The published build's id if a build now would read exactly what it read (same input
     fingerprint) and no build has started since; None when a build is needed."""
     published_id = published_build(paths)
@@ -155,7 +156,7 @@ def current_publication(paths: WarehousePaths, codelist: codelists.Codelist,
         latest = con.execute("select build_id, status, input_fingerprint from audit.builds "
                              "order by started_at desc, build_id desc limit 1").fetchone()
         fingerprint = dbt_build.input_fingerprint(con, codelist, scope.fingerprint(
-            codelist.sha256, dbt_build.build_vars(codelist, dbt_vars)))
+            codelist.sha256, dbt_build.build_vars(codelist, dbt_vars), engine=engine))
     return published_id if latest == (published_id, "published", fingerprint) else None
 
 
@@ -170,24 +171,27 @@ class CheckedBuild:
 
 def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
                     wait_seconds: float = 0.0, progress: Progress = _quiet,
-                    full_rebuild: bool = False) -> CheckedBuild:
+                    full_rebuild: bool = False, engine: str | None = None) -> CheckedBuild:
     """Check the loaded tables, `dbt build` with the active codelist, check the marts.
 
     dbt rebuilds only the practices with deliveries applied since the last successful build,
     unless a full rebuild is due or asked for (see `scope`). Any failure marks the build
-    failed (and a failed build is never published).
+    failed (and a failed build is never published). On the `spark` engine (default:
+    SPRX_ENGINE) dbt builds everything on Spark and the marts come back to the work file.
     """
+    engine = engine or default_engine()
     with writer_lock(paths, wait_seconds):
         recover_interrupted(paths)
         codelist = active_codelist(paths)
         build_id, build_vars, planned = dbt_build.open_build(paths, codelist, dbt_vars,
-                                                             full_rebuild)
+                                                             full_rebuild, engine)
         try:
             progress("checking the loaded tables (quality gate, Great Expectations)")
             loaded = quality.gate(paths, "loaded", build_id, scoped=True)
-            progress(f"building the warehouse with dbt (codelist {codelist.name} "
+            progress(f"building the warehouse with dbt on {engine} (codelist {codelist.name} "
                      f"{codelist.version}; {planned.describe()})")
-            built = dbt_build.run_build(paths, build_id, build_vars, planned=planned)
+            built = dbt_build.run_build(paths, build_id, build_vars, planned=planned,
+                                        engine=engine, progress=progress)
             progress("checking the marts before publishing (quality gate)")
             gate = quality.gate(paths, "marts", build_id, scoped=True)
         except BaseException:
@@ -198,12 +202,30 @@ def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = Non
 
 
 def start_build(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
-                wait_seconds: float = 0.0) -> tuple[str, dict[str, Any]]:
+                wait_seconds: float = 0.0,
+                engine: str = "duckdb") -> tuple[str, dict[str, Any]]:
     """Record the active codelist and open a build (for orchestrators that run dbt models
     as their own tasks); return the build id and the dbt vars to run with."""
     with writer_lock(paths, wait_seconds):
         recover_interrupted(paths)
-        return dbt_build.start_build(paths, active_codelist(paths), dbt_vars)
+        return dbt_build.start_build(paths, active_codelist(paths), dbt_vars, engine=engine)
+
+
+def run_opened_build(paths: WarehousePaths, build_id: str, engine: str,
+                     wait_seconds: float = 0.0,
+                     progress: Progress = _quiet) -> dbt_build.BuildReport:
+    """`dbt build` a build that `start_build` opened, in one step (Airflow's `spark_build`
+    task: on Spark, one session builds every model); raise BuildError on any failure."""
+    import json
+
+    with writer_lock(paths, wait_seconds):
+        with connect(paths.work, read_only=True) as con:
+            row = con.execute("select dbt_vars from audit.builds where build_id = ?",
+                              [build_id]).fetchone()
+        if row is None:
+            raise ValueError(f"no build {build_id} in {paths.work}: open it with start_build")
+        return dbt_build.run_build(paths, build_id, json.loads(row[0] or "{}"),
+                                   engine=engine, progress=progress)
 
 
 def close_build(paths: WarehousePaths, build_id: str, wait_seconds: float = 0.0) -> str:
@@ -274,15 +296,18 @@ class RunReport:
 
 def run(paths: WarehousePaths, landing: Path, codelist_source: str | Path,
         dbt_vars: dict[str, Any] | None = None, progress: Progress = _quiet,
-        wait_seconds: float = 0.0, codelist_pins: Path | None = None) -> RunReport:
-    """Pull codelists, ingest, check, build, check and publish, holding the writer lock."""
+        wait_seconds: float = 0.0, codelist_pins: Path | None = None,
+        engine: str | None = None) -> RunReport:
+    """Pull codelists, ingest, check, build, check and publish, holding the writer lock.
+    dbt builds on `engine` (default: SPRX_ENGINE, else duckdb)."""
+    engine = engine or default_engine()
     with writer_lock(paths, wait_seconds):
         recover_interrupted(paths)
         progress(f"verifying codelists from {codelist_source}")
         pull_codelists(paths, codelist_source, codelist_pins)
         progress(f"ingesting deliveries from {landing}")
         report = ingest_landing(paths, landing, progress)
-        if current := current_publication(paths, active_codelist(paths), dbt_vars):
+        if current := current_publication(paths, active_codelist(paths), dbt_vars, engine):
             wanted, held = publish_storage_version(), publish.published_storage_version(
                 paths.published)
             if held == wanted:
@@ -296,7 +321,7 @@ def run(paths: WarehousePaths, landing: Path, codelist_source: str | Path,
             return RunReport(report, None, None, None, paths.published,
                              publish.published_summary(paths.published), current,
                              republished=held != wanted)
-        checked = build_warehouse(paths, dbt_vars, progress=progress)
+        checked = build_warehouse(paths, dbt_vars, progress=progress, engine=engine)
         progress(f"publishing to {paths.published}")
         published = publish_warehouse(paths, checked.build.build_id)
     return RunReport(report, checked.loaded_gate, checked.build, checked.gate, published,

@@ -32,6 +32,7 @@ from .config import DBT_PROJECT_DIR
 # Files in the dbt project that do not change what it builds.
 _NOT_PROJECT = {"target", "logs", "dbt_packages", "__pycache__", ".user.yml", "profiles.yml"}
 _ENGINE_PACKAGES = ("dbt-core", "dbt-duckdb", "duckdb")
+_SPARK_PACKAGES = ("dbt-spark", "pyspark")
 _SUCCEEDED = ("success", "published")
 
 
@@ -57,20 +58,35 @@ def project_files(project_dir: Path = DBT_PROJECT_DIR) -> list[Path]:
 
 
 def fingerprint(codelist_sha256: str, dbt_vars: dict[str, Any],
-                project_dir: Path = DBT_PROJECT_DIR) -> str:
-    """SHA-256 over everything a build's output depends on besides the delivered rows."""
+                project_dir: Path = DBT_PROJECT_DIR, engine: str = "duckdb") -> str:
+    """SHA-256 over everything a build's output depends on besides the delivered rows.
+
+    A build on another engine (`spark`) hashes its name and versions too, so the first
+    DuckDB build after it rebuilds in full: the DuckDB intermediate tables did not make
+    the marts it left."""
     digest = hashlib.sha256()
     for path in project_files(project_dir):
         digest.update(str(path.relative_to(project_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
-    engine = {name: metadata.version(name) for name in _ENGINE_PACKAGES}
-    digest.update(json.dumps({"codelist": codelist_sha256, "vars": dbt_vars, "engine": engine},
-                             sort_keys=True).encode())
+    versions = {name: metadata.version(name) for name in _ENGINE_PACKAGES}
+    parts = {"codelist": codelist_sha256, "vars": dbt_vars, "engine": versions}
+    if engine != "duckdb":
+        parts["engine_name"] = engine
+        versions.update({name: _version(name) for name in _SPARK_PACKAGES})
+    digest.update(json.dumps(parts, sort_keys=True).encode())
     return digest.hexdigest()
 
 
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def plan(con: duckdb.DuckDBPyConnection, build_fingerprint: str,
-         full_rebuild: bool = False) -> BuildScope:
-    """Decide what the next build rebuilds, from the warehouse's record of earlier builds."""
+         full_rebuild: bool = False, engine: str = "duckdb") -> BuildScope:
+    """Decide what the next build rebuilds, from the warehouse's record of earlier builds.
+    Builds on an engine other than DuckDB are always full (docs/spark.md)."""
     every_practice = tuple(r[0] for r in con.execute(
         "select distinct p.practice_id from audit.delivery_practices p join audit.deliveries d "
         "using (delivery_id) where d.status = 'applied' order by 1").fetchall())
@@ -84,6 +100,8 @@ def plan(con: duckdb.DuckDBPyConnection, build_fingerprint: str,
 
     if full_rebuild:
         return full("asked for")
+    if engine != "duckdb":
+        return full(f"the {engine} engine builds in full; incremental builds are DuckDB's")
     if last is None:
         return full("no earlier successful build")
     last_id, last_started, last_fingerprint = last

@@ -57,3 +57,19 @@
   {{ run_hooks(post_hooks, inside_transaction=False) }}
   {{ return({'relations': [target]}) }}
 {%- endmaterialization %}
+
+{#- Every other engine (Spark, Databricks): the adapter's own table materialization. A Spark
+    cluster spreads the table's rows over its executors, so batching buys nothing there, and
+    Spark builds are always full (docs/spark.md). `sprx_batched()` is false on
+    these engines, so the model's SQL reads every practice (`in_build_scope()` renders
+    `1 = 1`). dbt has no dispatch for materializations (dbt-core#7799): this looks up the
+    adapter's, as dbt-spark's clone materialization does for views. -#}
+{% materialization practice_batched, default -%}
+  {%- set search_name = 'materialization_table_' ~ adapter.type() -%}
+  {%- if search_name not in context -%}
+    {%- set search_name = 'materialization_table_spark' if 'materialization_table_spark' in context
+                          else 'materialization_table_default' -%}
+  {%- endif -%}
+  {%- set table_materialization = context[search_name] -%}
+  {{ return(table_materialization()) }}
+{%- endmaterialization %}

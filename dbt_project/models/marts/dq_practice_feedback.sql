@@ -117,13 +117,13 @@ practice_prevalence as (
 system_prevalence as (
     select
         source_system,
-        1.0 * sum(referred_patients) / nullif(sum(study_patients), 0) as system_proportion
+        cast(1.0 as {{ dbt.type_float() }}) * sum(referred_patients) / nullif(sum(study_patients), 0) as system_proportion
     from practice_prevalence
     group by source_system
 ),
 
 overall_prevalence as (
-    select 1.0 * sum(referred_patients) / nullif(sum(study_patients), 0) as overall_proportion
+    select cast(1.0 as {{ dbt.type_float() }}) * sum(referred_patients) / nullif(sum(study_patients), 0) as overall_proportion
     from practice_prevalence
 ),
 
@@ -196,16 +196,16 @@ select
     {%- for measure in ['received', 'loaded', 'quarantined'] %}
     cast(coalesce(accounting.rows_{{ measure }}, 0) as {{ dbt.type_bigint() }}) as rows_{{ measure }},
     {%- endfor %}
-    round(1.0 * coalesce(accounting.rows_quarantined, 0)
+    round(cast(1.0 as {{ dbt.type_float() }}) * coalesce(accounting.rows_quarantined, 0)
         / nullif(accounting.rows_received, 0), 4) as quarantine_share,
     top_rules.top_quarantine_rules,
     practice_prevalence.study_patients,
     practice_prevalence.referred_patients,
-    round(100.0 * practice_prevalence.referred_patients
+    round(cast(100.0 as {{ dbt.type_float() }}) * practice_prevalence.referred_patients
         / nullif(practice_prevalence.study_patients, 0), 3) as sp_code_prevalence,
-    round(100.0 * flagged.system_proportion, 3) as system_sp_code_prevalence,
-    round(100.0 * overall_prevalence.overall_proportion, 3) as all_practices_sp_code_prevalence,
-    round((1.0 * practice_prevalence.referred_patients
+    round(cast(100.0 as {{ dbt.type_float() }}) * flagged.system_proportion, 3) as system_sp_code_prevalence,
+    round(cast(100.0 as {{ dbt.type_float() }}) * overall_prevalence.overall_proportion, 3) as all_practices_sp_code_prevalence,
+    round((cast(1.0 as {{ dbt.type_float() }}) * practice_prevalence.referred_patients
         / nullif(practice_prevalence.study_patients, 0))
         / nullif(flagged.system_proportion, 0), 3) as prevalence_ratio_to_system,
     round(flagged.prevalence_z_score, 2) as prevalence_z_score,

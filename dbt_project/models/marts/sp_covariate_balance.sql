@@ -135,7 +135,7 @@ select
     cast({{ group }} as {{ dbt.type_bigint() }}) as {{ group }},
     cast(case when statistic = 'share' then coalesce({{ group }}_with_level, 0) end
          as {{ dbt.type_bigint() }}) as {{ group }}_with_level,
-    round({{ group }}_value, 4) as {{ group }}_value,
+    {{ round_stable(group ~ "_value", 4) }} as {{ group }}_value,
     round(case when statistic = 'mean' then sqrt({{ group }}_variance) end, 4) as {{ group }}_sd,
     {%- endfor %}
     round({{ standardised_difference('wide', 'cases', 'comparators') }}, 4) as smd_before,

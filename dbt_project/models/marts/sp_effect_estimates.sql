@@ -35,8 +35,8 @@ totals as (
         sum(pre_person_days) as pre_person_days,
         sum(post_events) as post_events,
         sum(post_person_days) as post_person_days,
-        1.0 * sum(pre_events) / nullif(sum(pre_person_days), 0) as pre_rate,
-        1.0 * sum(post_events) / nullif(sum(post_person_days), 0) as post_rate
+        cast(1.0 as {{ dbt.type_float() }}) * sum(pre_events) / nullif(sum(pre_person_days), 0) as pre_rate,
+        cast(1.0 as {{ dbt.type_float() }}) * sum(post_events) / nullif(sum(post_person_days), 0) as post_rate
     from set_windows
     group by subgroup, measure, cohort
 ),
@@ -265,7 +265,7 @@ select
     {%- for window_name in ['pre', 'post'] %}
     cast({{ cohort }}_{{ window_name }}_events as {{ dbt.type_bigint() }})
         as {{ cohort }}_{{ window_name }}_events,
-    round({{ cohort }}_{{ window_name }}_person_days / 365.25, 4)
+    round({{ cohort }}_{{ window_name }}_person_days / cast(365.25 as {{ dbt.type_float() }}), 4)
         as {{ cohort }}_{{ window_name }}_person_years,
     {%- endfor %}
     {%- endfor %}

@@ -42,5 +42,5 @@ select
     cast(controls_matched as integer) as controls_matched,
     cast(cases as {{ dbt.type_bigint() }}) as cases,
     cast(sum(cases) over () as {{ dbt.type_bigint() }}) as referred_patients,
-    round(1.0 * cases / nullif(sum(cases) over (), 0), 4) as share_of_cases
+    round(cast(1.0 as {{ dbt.type_float() }}) * cases / nullif(sum(cases) over (), 0), 4) as share_of_cases
 from cases

@@ -68,7 +68,7 @@ select
     measure,
     interval_start,
     interval_end,
-    1.0 * numerator / nullif(denominator, 0) as ratio,
+    cast(1.0 as {{ dbt.type_float() }}) * numerator / nullif(denominator, 0) as ratio,
     cast(numerator as {{ dbt.type_bigint() }}) as numerator,
     cast(denominator as {{ dbt.type_bigint() }}) as denominator,
     {{ groups | join(',\n    ') }}

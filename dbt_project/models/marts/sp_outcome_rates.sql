@@ -35,7 +35,7 @@ totals as (
         count(*) as matched_sets,
         sum(events) as events,
         sum(person_days) as person_days,
-        1.0 * sum(events) / nullif(sum(person_days), 0) as rate_per_day
+        cast(1.0 as {{ dbt.type_float() }}) * sum(events) / nullif(sum(person_days), 0) as rate_per_day
     from long
     group by subgroup, cohort, measure, window_name
 ),
@@ -48,7 +48,7 @@ variances as (
         long.window_name,
         sum((long.events - totals.rate_per_day * long.person_days)
             * (long.events - totals.rate_per_day * long.person_days))
-            / nullif(1.0 * totals.events * totals.events, 0) as log_rate_variance
+            / nullif(cast(1.0 as {{ dbt.type_float() }}) * totals.events * totals.events, 0) as log_rate_variance
     from long
     inner join totals
         on totals.subgroup = long.subgroup
@@ -82,7 +82,7 @@ select
     cast(matched_sets as {{ dbt.type_bigint() }}) as matched_sets,
     cast(events as {{ dbt.type_bigint() }}) as events,
     cast(person_days as {{ dbt.type_bigint() }}) as person_days,
-    round(person_days / 365.25, 4) as person_years,
+    round(person_days / cast(365.25 as {{ dbt.type_float() }}), 4) as person_years,
     round(rate_per_1000_py, 2) as rate_per_1000_py,
     round(log_se, 6) as log_se,
     round({{ ci_bound('rate_per_1000_py', 'log_se', 'lower') }}, 2) as ci_lower,

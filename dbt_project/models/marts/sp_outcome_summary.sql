@@ -41,8 +41,8 @@ select
     patients,
     events,
     person_days,
-    round(person_days / 365.25, 4) as person_years,
+    round(person_days / cast(365.25 as {{ dbt.type_float() }}), 4) as person_years,
     case when person_days > 0
-        then round(1000.0 * events / (person_days / 365.25), 2)
+        then round(cast(1000.0 as {{ dbt.type_float() }}) * events / (person_days / cast(365.25 as {{ dbt.type_float() }})), 2)
     end as rate_per_1000_py
 from summed

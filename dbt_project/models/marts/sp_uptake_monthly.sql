@@ -49,6 +49,6 @@ select
     cast(declined_patients as {{ dbt.type_bigint() }}) as declined_patients,
     cast(registered_patients as {{ dbt.type_bigint() }}) as registered_patients,
     case when registered_patients > 0
-        then round(100000.0 * referred_patients / registered_patients, 2)
+        then round(cast(100000.0 as {{ dbt.type_float() }}) * referred_patients / registered_patients, 2)
     end as rate_per_100k
 from by_group

@@ -1,7 +1,10 @@
-{#- Generic test: no two rows share the same values of `columns` (dbt_utils-style, no package needed). -#}
+{#- Generic test: no two rows share the same values of `columns` (dbt_utils-style, no package needed).
+    Column names are quoted by the engine (a keyword such as `window` may be one of them). -#}
 {% test unique_combination(model, columns) %}
-    select {{ columns | join(', ') }}, count(*) as duplicates
+    {%- set quoted = [] -%}
+    {%- for column in columns -%}{%- do quoted.append(adapter.quote(column)) -%}{%- endfor %}
+    select {{ quoted | join(', ') }}, count(*) as duplicates
     from {{ model }}
-    group by {{ columns | join(', ') }}
+    group by {{ quoted | join(', ') }}
     having count(*) > 1
 {% endtest %}

@@ -46,7 +46,8 @@ select
     person_time.patient_id,
     person_time.control_number,
     person_time.index_date,
-    extract(year from person_time.index_date) - attributes.year_of_birth as age_at_index,
+    cast(extract(year from person_time.index_date) - attributes.year_of_birth
+        as {{ dbt.type_bigint() }}) as age_at_index,
     {{ age_band('extract(year from person_time.index_date) - attributes.year_of_birth') }}
         as age_band,
     attributes.sex,
