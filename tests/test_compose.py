@@ -137,9 +137,10 @@ def test_every_sprx_variable_is_one_the_code_reads_and_every_one_is_set():
     read = set(re.findall(r"\"(SPRX_[A-Z_]+)\"", source)) - {"SPRX_DUCKDB_PATH"}
     assert named - read == set()
     # optional: pins default to the source's; SPRX_KILL_AT is for the crash tests only; the
-    # published storage version and the Data Docs assets have defaults that suit the image
+    # published storage version and the Data Docs assets have defaults that suit the image;
+    # the Spark engine's folders matter only with SPRX_ENGINE=spark
     assert read - named == {"SPRX_CODELIST_PINS", "SPRX_KILL_AT", "SPRX_PUBLISH_STORAGE_VERSION",
-                            "SPRX_DATA_DOCS_ASSETS"}
+                            "SPRX_DATA_DOCS_ASSETS", "SPRX_LAKE_DIR", "SPRX_SPARK_WAREHOUSE_DIR"}
 
 
 def test_settings_match_the_real_scheduler_test():
