@@ -504,9 +504,9 @@ def bench_size(patients: int, practices: int, seed: int, repeats: int,
         _say(f"pandas reference {pandas.seconds:.0f} s")
     outcomes_models = Stage([dbt_outcomes_only(paths) for _ in range(repeats)])
     incremental, full_again = Stage(), Stage()
-    changed = changed_practices(paths)
+    changed, update = changed_practices(paths), run_dir / "update"
     for practice in changed:
-        update = write_update(paths, practice, run_dir / "update")
+        write_update(paths, practice, update)
     measure(sprx("ingest", str(update), *warehouse))
     for repeat in range(repeats):
         incremental.runs.append(measure(sprx("build", *warehouse)))
