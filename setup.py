@@ -16,8 +16,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 BUNDLED = ("dbt_project", "codelists", "expectations", "vendor/data-docs")
-SKIP = shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml", "__pycache__",
-                              "*.pyc")
+SKIP = shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml", "__pycache__", "*.pyc")
 
 
 class BuildPyWithProject(build_py):

@@ -51,8 +51,8 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,27 +78,38 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 SPARK_START, SPARK_END = "<!-- spark-bench:start -->", "<!-- spark-bench:end -->"
 UPDATE_EXTRACTED_AT = date(2020, 2, 7)  # a week after the generated extracts
 SP_REFERRAL = "871731000000106"
-TARGETS = {"end_to_end_seconds": 900, "peak_memory_gib": 16, "ingest_rows_per_second": 1.5e6,
-           "build_over_scan_floor": 10, "incremental_over_full": 0.1}
-PATIENTS_PER_PRACTICE = 4_000            # RSC: over 4 million patients in about 1,000 practices
+TARGETS = {
+    "end_to_end_seconds": 900,
+    "peak_memory_gib": 16,
+    "ingest_rows_per_second": 1.5e6,
+    "build_over_scan_floor": 10,
+    "incremental_over_full": 0.1,
+}
+PATIENTS_PER_PRACTICE = 4_000  # RSC: over 4 million patients in about 1,000 practices
 PANDAS_MAX_PATIENTS = 1_000_000
 
 
 # --- measuring a child process ----------------------------------------------------------------
+
 
 @dataclass
 class Measured:
     seconds: float
     peak_gib: float
     cpu_seconds: float = 0.0  # user + system, of the child and its children: steadier than
-    output: str = ""          # wall time on a machine shared with other work
+    output: str = ""  # wall time on a machine shared with other work
 
 
 def measure(command: list[str], env: dict[str, str] | None = None) -> Measured:
     """Run a command to completion; its wall time and the peak RSS of it and its children."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             env={**os.environ, **(env or {})}, text=True)
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        text=True,
+    )
     output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
@@ -176,12 +187,17 @@ class Stage:
         return statistics.median(r.cpu_seconds for r in self.runs)
 
     def summary(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 2), "peak_gib": round(self.peak_gib, 2),
-                "cpu_seconds": round(self.cpu_seconds, 2),
-                "runs": [round(r.seconds, 2) for r in self.runs], "cached": self.cached}
+        return {
+            "seconds": round(self.seconds, 2),
+            "peak_gib": round(self.peak_gib, 2),
+            "cpu_seconds": round(self.cpu_seconds, 2),
+            "runs": [round(r.seconds, 2) for r in self.runs],
+            "cached": self.cached,
+        }
 
 
 # --- the extract -------------------------------------------------------------------------------
+
 
 def extract(patients: int, practices: int, seed: int) -> tuple[Path, Stage, dict[str, int]]:
     """The generated landing folder, made once per seed and size; how long making it took."""
@@ -189,17 +205,41 @@ def extract(patients: int, practices: int, seed: int) -> tuple[Path, Stage, dict
     marker = folder / "generated.json"
     if marker.is_file():
         made = json.loads(marker.read_text())
-        stage = Stage([Measured(made["seconds"], made["peak_gib"], made.get("cpu_seconds", 0.0))],
-                      cached=True)
+        stage = Stage(
+            [Measured(made["seconds"], made["peak_gib"], made.get("cpu_seconds", 0.0))], cached=True
+        )
         return folder / "landing", stage, made["rows"]
     shutil.rmtree(folder, ignore_errors=True)
-    run = measure(sprx("generate", "--out", str(folder / "landing"), "--patients", str(patients),
-                       "--practices", str(practices), "--seed", str(seed)))
-    rows = {line.split()[0]: int(line.split()[1].replace(",", ""))
-            for line in run.output.splitlines() if line.strip().endswith(" rows")}
-    marker.write_text(json.dumps({"seconds": run.seconds, "peak_gib": run.peak_gib,
-                                  "cpu_seconds": run.cpu_seconds,
-                                  "rows": rows, "measured_at": _now()}, indent=2))
+    run = measure(
+        sprx(
+            "generate",
+            "--out",
+            str(folder / "landing"),
+            "--patients",
+            str(patients),
+            "--practices",
+            str(practices),
+            "--seed",
+            str(seed),
+        )
+    )
+    rows = {
+        line.split()[0]: int(line.split()[1].replace(",", ""))
+        for line in run.output.splitlines()
+        if line.strip().endswith(" rows")
+    }
+    marker.write_text(
+        json.dumps(
+            {
+                "seconds": run.seconds,
+                "peak_gib": run.peak_gib,
+                "cpu_seconds": run.cpu_seconds,
+                "rows": rows,
+                "measured_at": _now(),
+            },
+            indent=2,
+        )
+    )
     return folder / "landing", Stage([run]), rows
 
 
@@ -213,37 +253,53 @@ def write_update(paths: WarehousePaths, practice: str, out: Path) -> Path:
     folder.mkdir(parents=True)
     extra = {
         "consultations": "union all by name select practice_id || '-CU' || patient_id as "
-                         "consultation_id, practice_id, patient_id, date '2020-02-03' as "
-                         "consultation_date, 'telephone' as mode, 'gp' as staff_role "
-                         "from picked where n % 10 = 0",
+        "consultation_id, practice_id, patient_id, date '2020-02-03' as "
+        "consultation_date, 'telephone' as mode, 'gp' as staff_role "
+        "from picked where n % 10 = 0",
         "clinical_events": "union all by name select practice_id || '-EU' || patient_id as "
-                           "event_id, practice_id, patient_id, date '2020-01-20' as event_date, "
-                           f"'{SP_REFERRAL}' as snomed_code from picked where n % 50 = 0",
+        "event_id, practice_id, patient_id, date '2020-01-20' as event_date, "
+        f"'{SP_REFERRAL}' as snomed_code from picked where n % 50 = 0",
     }
     files = {}
     with duckdb.connect(str(paths.work), read_only=True) as con:
-        con.execute("create temp table picked as select practice_id, patient_id, row_number() "
-                    "over (order by patient_id) as n from raw.patients where practice_id = ?",
-                    [practice])
+        con.execute(
+            "create temp table picked as select practice_id, patient_id, row_number() "
+            "over (order by patient_id) as n from raw.patients where practice_id = ?",
+            [practice],
+        )
         for table, spec in TABLES.items():
             columns = ", ".join(spec.column_names)
             path = folder / f"{table}.parquet"
-            query = (f"select {columns} from raw.{table} where practice_id = '{practice}' "
-                     + extra.get(table, ""))
+            query = (
+                f"select {columns} from raw.{table} where practice_id = '{practice}' "
+                + extra.get(table, "")
+            )
             con.execute(f"copy ({query}) to '{path}' (format parquet)")
             (count,) = con.execute(f"select count(*) from read_parquet('{path}')").fetchone()
             files[table] = file_entry(path, count)
         (system,) = con.execute(
             "select d.source_system from audit.deliveries d join audit.delivery_practices p "
             "using (delivery_id) where p.practice_id = ? and d.status = 'applied' "
-            "order by d.extracted_at desc limit 1", [practice]).fetchone()
-    write_manifest(folder, {"contract_version": CONTRACT_VERSION, "delivery_id": delivery_id,
-                            "extracted_at": UPDATE_EXTRACTED_AT.isoformat(), "kind": "full",
-                            "source_system": system, "practices": [practice], "files": files})
+            "order by d.extracted_at desc limit 1",
+            [practice],
+        ).fetchone()
+    write_manifest(
+        folder,
+        {
+            "contract_version": CONTRACT_VERSION,
+            "delivery_id": delivery_id,
+            "extracted_at": UPDATE_EXTRACTED_AT.isoformat(),
+            "kind": "full",
+            "source_system": system,
+            "practices": [practice],
+            "files": files,
+        },
+    )
     return out
 
 
 # --- side-by-side measurements --------------------------------------------------------------------
+
 
 def scan_floor(work: Path, repeats: int) -> tuple[float, int]:
     """Median seconds for DuckDB to read every column of every input (raw) row once."""
@@ -274,10 +330,16 @@ def dbt_outcomes_only(paths: WarehousePaths) -> Measured:
     """`dbt run` of sp_patient_outcomes and every model it depends on, rebuilt whole."""
     from sprx_pipeline.build import dbt_args
 
-    args = dbt_args("run", paths, {"sp_codelist": "social-prescribing"},
-                    ["--select", "+sp_patient_outcomes", "--full-refresh"])
-    return measure([str(BIN / "dbt"), *args], {"SPRX_DUCKDB_PATH": str(paths.work),
-                                                "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
+    args = dbt_args(
+        "run",
+        paths,
+        {"sp_codelist": "social-prescribing"},
+        ["--select", "+sp_patient_outcomes", "--full-refresh"],
+    )
+    return measure(
+        [str(BIN / "dbt"), *args],
+        {"SPRX_DUCKDB_PATH": str(paths.work), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
+    )
 
 
 def snapshot_marts(paths: WarehousePaths, copy: Path) -> None:
@@ -293,26 +355,38 @@ def marts_differ(paths: WarehousePaths, copy: Path) -> dict[str, int]:
     """Rows in one version of each mart and not the other (zero everywhere when identical)."""
     with duckdb.connect(str(copy), read_only=True) as con:
         con.execute("attach ? as work (read_only)", [str(paths.work)])
-        return {mart: con.execute(
-            f"select (select count(*) from (from {mart} except all from work.marts.{mart})) + "
-            f"(select count(*) from (from work.marts.{mart} except all from {mart}))").fetchone()[0]
-            for mart in marts_of(con)}
+        return {
+            mart: con.execute(
+                f"select (select count(*) from (from {mart} except all from work.marts.{mart})) + "
+                f"(select count(*) from (from work.marts.{mart} except all from {mart}))"
+            ).fetchone()[0]
+            for mart in marts_of(con)
+        }
 
 
 def marts_of(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Every mart of the attached work file: all of them are compared, new ones too."""
-    return [name for (name,) in con.execute(
-        "select table_name from duckdb_tables() where database_name = 'work' "
-        "and schema_name = 'marts' order by 1").fetchall()]
+    return [
+        name
+        for (name,) in con.execute(
+            "select table_name from duckdb_tables() where database_name = 'work' "
+            "and schema_name = 'marts' order by 1"
+        ).fetchall()
+    ]
 
 
 def slowest_nodes(run_results: Path, top: int = 8) -> list[dict[str, Any]]:
     """The dbt nodes (models and tests) that took longest, from a run_results.json."""
     results = json.loads(run_results.read_text())["results"]
     ranked = sorted(results, key=lambda r: r["execution_time"], reverse=True)[:top]
-    return [{"node": r["unique_id"].split(".", 2)[-1].split(".")[0],
-             "kind": r["unique_id"].split(".")[0], "seconds": round(r["execution_time"], 2)}
-            for r in ranked]
+    return [
+        {
+            "node": r["unique_id"].split(".", 2)[-1].split(".")[0],
+            "kind": r["unique_id"].split(".")[0],
+            "seconds": round(r["execution_time"], 2),
+        }
+        for r in ranked
+    ]
 
 
 def practices_per_batch() -> int:
@@ -330,8 +404,12 @@ def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[
     spill = paths.dbt_dir / "profile_spill"
     # As dbt runs it: into a table, under the pipeline's memory limit (fetching a model's
     # tens of millions of rows into Python would measure Python, and exhaust memory).
-    with duckdb.connect(config={"memory_limit": os.environ.get("SPRX_DUCKDB_MEMORY_LIMIT", "4GB"),
-                                "temp_directory": str(spill)}) as con:
+    with duckdb.connect(
+        config={
+            "memory_limit": os.environ.get("SPRX_DUCKDB_MEMORY_LIMIT", "4GB"),
+            "temp_directory": str(spill),
+        }
+    ) as con:
         # dbt names the work file's catalog "sprx" in the SQL it compiles
         con.execute("attach ? as sprx (read_only)", [str(paths.work)])
         con.execute("use sprx")
@@ -340,8 +418,12 @@ def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[
         con.execute(f"pragma profiling_output = '{profile_file}'")
         # A practice_batched model is profiled as one batch: its first practices_per_batch
         # practices (the materialization fills the placeholder the same way).
-        batch = [r[0] for r in con.execute(
-            f"select practice_id from raw.practices order by 1 limit {practices_per_batch()}").fetchall()]
+        batch = [
+            r[0]
+            for r in con.execute(
+                f"select practice_id from raw.practices order by 1 limit {practices_per_batch()}"
+            ).fetchall()
+        ]
         sql = compiled.read_text().replace("__sprx_practices__", ", ".join(f"'{p}'" for p in batch))
         con.execute(f"create temp table profiled as {sql}")
         con.execute("pragma disable_profiling")
@@ -350,10 +432,18 @@ def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[
 
     def walk(node: dict[str, Any]) -> None:
         if "type" in node:  # DuckDB 2's JSON profile: operator type, timing, rows out
-            name = node["type"] + "".join(f" {node['extra_info'][k]}" for k in ("Table", "Join Type")
-                                          if k in node.get("extra_info", {}))
-            operators.append({"operator": name, "seconds": round(node.get("timing", 0.0), 2),
-                              "rows": node.get("intermediate_rows", 0)})
+            name = node["type"] + "".join(
+                f" {node['extra_info'][k]}"
+                for k in ("Table", "Join Type")
+                if k in node.get("extra_info", {})
+            )
+            operators.append(
+                {
+                    "operator": name,
+                    "seconds": round(node.get("timing", 0.0), 2),
+                    "rows": node.get("intermediate_rows", 0),
+                }
+            )
         for child in node.get("children", []):
             walk(child)
 
@@ -363,6 +453,7 @@ def profile_model(paths: WarehousePaths, model: str, top: int = 6) -> list[dict[
 
 
 # --- Spark ---------------------------------------------------------------------------------------
+
 
 def copy_marts(paths: WarehousePaths, copy: Path) -> None:
     """The work file's marts, in schema marts of a new file (for `compare_marts`)."""
@@ -379,8 +470,9 @@ def step_seconds(output: str, pattern: str) -> float:
     return float(match.group(1)) if match else float("nan")
 
 
-def bench_spark(paths: WarehousePaths, run_dir: Path, repeats: int,
-                duckdb_build: Stage) -> dict[str, Any]:
+def bench_spark(
+    paths: WarehousePaths, run_dir: Path, repeats: int, duckdb_build: Stage
+) -> dict[str, Any]:
     """`sprx build --engine spark` on a warehouse DuckDB has just built in full, `repeats`
     times (each a fresh process: its Spark session starts cold, as a scheduled build's
     would); its marts against DuckDB's."""
@@ -388,11 +480,14 @@ def bench_spark(paths: WarehousePaths, run_dir: Path, repeats: int,
     copy_marts(paths, baseline)
     build, memory = Stage(), []
     for repeat in range(repeats):
-        run, peaks = measure_tree(sprx("build", "--engine", "spark", "--warehouse",
-                                       str(paths.published)))
+        run, peaks = measure_tree(
+            sprx("build", "--engine", "spark", "--warehouse", str(paths.published))
+        )
         build.runs.append(run)
         memory.append(peaks)
-        _say(f"spark {repeat + 1}/{repeats}: {run.seconds:.0f} s, peak {peaks['total_gib']:.2f} GiB")
+        _say(
+            f"spark {repeat + 1}/{repeats}: {run.seconds:.0f} s, peak {peaks['total_gib']:.2f} GiB"
+        )
     output = build.runs[-1].output
     compared, differences = compare_marts(baseline, paths.work)
     return {
@@ -406,7 +501,8 @@ def bench_spark(paths: WarehousePaths, run_dir: Path, repeats: int,
         "peak_total_gib": round(max(m["total_gib"] for m in memory), 2),
         "duckdb_build_seconds": round(duckdb_build.seconds, 2),
         "over_duckdb_build": round(build.seconds / duckdb_build.seconds, 2),
-        "marts_compared": compared, "marts_equal_to_duckdb": not differences,
+        "marts_compared": compared,
+        "marts_equal_to_duckdb": not differences,
         "differences": differences,
     }
 
@@ -421,11 +517,17 @@ def bench_spark_size(patients: int, practices: int, seed: int, repeats: int) -> 
     measure(sprx("ingest", str(landing), "--warehouse", str(paths.published)))
     duckdb_build = Stage([measure(sprx("build", "--warehouse", str(paths.published)))])
     _say(f"duckdb build {duckdb_build.seconds:.0f} s")
-    return {"patients": patients, "practices": practices, "seed": seed, "repeats": repeats,
-            **bench_spark(paths, run_dir, repeats, duckdb_build)}
+    return {
+        "patients": patients,
+        "practices": practices,
+        "seed": seed,
+        "repeats": repeats,
+        **bench_spark(paths, run_dir, repeats, duckdb_build),
+    }
 
 
 # --- one size --------------------------------------------------------------------------------
+
 
 def _say(message: str) -> None:
     print(f"  {datetime.now().strftime('%H:%M:%S')} {message}", flush=True)
@@ -465,14 +567,20 @@ def ingest_profile(landing: Path, out: Path, top: int = 10) -> dict[str, Any]:
         apply_delivery(timed, manifest)
         seconds = time.perf_counter() - started
     rows = sum(entry.rows for entry in manifest.files.values())
-    return {"delivery": folder.name, "rows": rows, "seconds": round(seconds, 2),
-            "rows_per_second": round(rows / seconds),
-            "statements": [{"sql": sql, "seconds": round(t, 3)}
-                           for sql, t in timed.seconds.most_common(top)]}
+    return {
+        "delivery": folder.name,
+        "rows": rows,
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(rows / seconds),
+        "statements": [
+            {"sql": sql, "seconds": round(t, 3)} for sql, t in timed.seconds.most_common(top)
+        ],
+    }
 
 
-def bench_size(patients: int, practices: int, seed: int, repeats: int,
-               engines: tuple[str, ...] = ("duckdb",)) -> dict[str, Any]:
+def bench_size(
+    patients: int, practices: int, seed: int, repeats: int, engines: tuple[str, ...] = ("duckdb",)
+) -> dict[str, Any]:
     measured_at, load_average = _now(), round(os.getloadavg()[0], 1)
     landing, generate, rows = extract(patients, practices, seed)
     run_dir = CACHE / f"run-patients{patients}"
@@ -481,25 +589,32 @@ def bench_size(patients: int, practices: int, seed: int, repeats: int,
         shutil.rmtree(run_dir, ignore_errors=True)
         paths = WarehousePaths.at(run_dir / "warehouse" / "sprx.duckdb")
         warehouse = ["--warehouse", str(paths.published)]
-        for name, command in (("ingest", sprx("ingest", str(landing), *warehouse)),
-                              ("build", sprx("build", *warehouse)),
-                              ("quality_gate", quality_gate_command(paths)),
-                              ("publish", sprx("publish", *warehouse))):
+        for name, command in (
+            ("ingest", sprx("ingest", str(landing), *warehouse)),
+            ("build", sprx("build", *warehouse)),
+            ("quality_gate", quality_gate_command(paths)),
+            ("publish", sprx("publish", *warehouse)),
+        ):
             stages[name].runs.append(measure(command))
             _say(f"run {repeat + 1}/{repeats}: {name} {stages[name].runs[-1].seconds:.0f} s")
             if name == "build":
-                shutil.copy(paths.dbt_dir / "target" / "run_results.json",
-                            run_dir / "full_build.json")
+                shutil.copy(
+                    paths.dbt_dir / "target" / "run_results.json", run_dir / "full_build.json"
+                )
     nodes = slowest_nodes(run_dir / "full_build.json")
-    slowest_sql = next((n["node"] for n in nodes if n["kind"] == "model"
-                        and n["node"] != "int_matched_controls"), None)
+    slowest_sql = next(
+        (n["node"] for n in nodes if n["kind"] == "model" and n["node"] != "int_matched_controls"),
+        None,
+    )
     profile = profile_model(paths, slowest_sql) if slowest_sql else []
     dbt_full = statistics.median(dbt_seconds(r.output) for r in stages["build"].runs)
     floor, input_rows = scan_floor(paths.work, repeats)
     pandas, pandas_timings, pandas_diff = Stage(), {}, []
     if patients <= PANDAS_MAX_PATIENTS:
         for _ in range(repeats):
-            run, pandas_timings, pandas_diff = pandas_run(paths, run_dir / "pandas_outcomes.parquet")
+            run, pandas_timings, pandas_diff = pandas_run(
+                paths, run_dir / "pandas_outcomes.parquet"
+            )
             pandas.runs.append(run)
         _say(f"pandas reference {pandas.seconds:.0f} s")
     outcomes_models = Stage([dbt_outcomes_only(paths) for _ in range(repeats)])
@@ -513,8 +628,10 @@ def bench_size(patients: int, practices: int, seed: int, repeats: int,
         snapshot_marts(paths, run_dir / "incremental_marts.duckdb")
         full_again.runs.append(measure(sprx("build", "--full-refresh", *warehouse)))
         differ = marts_differ(paths, run_dir / "incremental_marts.duckdb")
-        _say(f"incremental {repeat + 1}/{repeats}: {incremental.runs[-1].seconds:.0f} s, full "
-             f"{full_again.runs[-1].seconds:.0f} s, marts differing {sum(differ.values())}")
+        _say(
+            f"incremental {repeat + 1}/{repeats}: {incremental.runs[-1].seconds:.0f} s, full "
+            f"{full_again.runs[-1].seconds:.0f} s, marts differing {sum(differ.values())}"
+        )
         # put the warehouse back to "one practice changed since the last build"
         measure([sys.executable, "-c", REOPEN_PRACTICE, str(paths.work), changed[0]])
     dbt_incremental = statistics.median(dbt_seconds(r.output) for r in incremental.runs)
@@ -522,18 +639,26 @@ def bench_size(patients: int, practices: int, seed: int, repeats: int,
     # Spark last: its build replaces the work file's marts. Its baseline is the DuckDB full
     # rebuild of the same data (the update included) that the loop above ended with (the
     # REOPEN_PRACTICE step touches the audit tables only).
-    spark = (bench_spark(paths, run_dir, repeats, full_again) if "spark" in engines else None)
+    spark = bench_spark(paths, run_dir, repeats, full_again) if "spark" in engines else None
     ingest_statements = ingest_profile(landing, run_dir / "ingest-profile")
     # `sprx build` already runs the gate on both sides of dbt: its stand-alone run (`sprx
     # check`) shows what the gate costs and is not counted again.
-    stage_seconds = [generate.seconds] + [s.seconds for name, s in stages.items()
-                                          if name != "quality_gate"]
+    stage_seconds = [generate.seconds] + [
+        s.seconds for name, s in stages.items() if name != "quality_gate"
+    ]
     return {
-        "patients": patients, "practices": practices, "seed": seed, "repeats": repeats,
-        "measured_at": measured_at, "load_average_at_start": load_average,
-        "input_rows": input_rows, "rows_by_table": rows,
-        "stages": {"generate": generate.summary(),
-                   **{name: stage.summary() for name, stage in stages.items()}},
+        "patients": patients,
+        "practices": practices,
+        "seed": seed,
+        "repeats": repeats,
+        "measured_at": measured_at,
+        "load_average_at_start": load_average,
+        "input_rows": input_rows,
+        "rows_by_table": rows,
+        "stages": {
+            "generate": generate.summary(),
+            **{name: stage.summary() for name, stage in stages.items()},
+        },
         "end_to_end_seconds": round(sum(stage_seconds), 1),
         "peak_gib": round(max([generate.peak_gib] + [s.peak_gib for s in stages.values()]), 2),
         "ingest_rows_per_second": round(input_rows / stages["ingest"].seconds),
@@ -541,26 +666,49 @@ def bench_size(patients: int, practices: int, seed: int, repeats: int,
         "scan_floor_seconds": round(floor, 2),
         "dbt_seconds": round(dbt_full, 2),
         "build_over_scan_floor": round(dbt_full / floor, 1),
-        "pandas": ({**pandas.summary(), **{k: round(v, 2) for k, v in pandas_timings.items()
-                                           if k.endswith("seconds")},
-                    "rows": pandas_timings["rows"], "equal_to_warehouse": not pandas_diff,
-                    "differences": pandas_diff} if pandas.runs else None),
+        "pandas": (
+            {
+                **pandas.summary(),
+                **{k: round(v, 2) for k, v in pandas_timings.items() if k.endswith("seconds")},
+                "rows": pandas_timings["rows"],
+                "equal_to_warehouse": not pandas_diff,
+                "differences": pandas_diff,
+            }
+            if pandas.runs
+            else None
+        ),
         "dbt_run_outcome_models": outcomes_models.summary(),
         "pandas_over_build": round(pandas.seconds / dbt_full, 2) if pandas.runs else None,
-        "pandas_over_outcome_models": (round(pandas.seconds / outcomes_models.seconds, 2)
-                                       if pandas.runs else None),
-        "incremental": {"practices_rebuilt": changed, "build": incremental.summary(),
-                        "full_rebuild_same_data": full_again.summary(),
-                        "ratio": round(incremental.seconds / full_again.seconds, 3),
-                        "dbt_seconds": round(dbt_incremental, 2),
-                        "full_dbt_seconds": round(dbt_full_again, 2),
-                        "dbt_ratio": round(dbt_incremental / dbt_full_again, 3),
-                        "cpu_ratio": round(incremental.cpu_seconds / full_again.cpu_seconds, 3),
-                        "marts_identical": not any(differ.values()), "rows_differing": differ},
+        "pandas_over_outcome_models": (
+            round(pandas.seconds / outcomes_models.seconds, 2) if pandas.runs else None
+        ),
+        "incremental": {
+            "practices_rebuilt": changed,
+            "build": incremental.summary(),
+            "full_rebuild_same_data": full_again.summary(),
+            "ratio": round(incremental.seconds / full_again.seconds, 3),
+            "dbt_seconds": round(dbt_incremental, 2),
+            "full_dbt_seconds": round(dbt_full_again, 2),
+            "dbt_ratio": round(dbt_incremental / dbt_full_again, 3),
+            "cpu_ratio": round(incremental.cpu_seconds / full_again.cpu_seconds, 3),
+            "marts_identical": not any(differ.values()),
+            "rows_differing": differ,
+        },
         "slowest_nodes": nodes,
         "slowest_sql_model": {"model": slowest_sql, "profile": profile},
-        **({"spark": {"patients": patients, "practices": practices, "seed": seed,
-                      "repeats": repeats, **spark}} if spark else {}),
+        **(
+            {
+                "spark": {
+                    "patients": patients,
+                    "practices": practices,
+                    "seed": seed,
+                    "repeats": repeats,
+                    **spark,
+                }
+            }
+            if spark
+            else {}
+        ),
     }
 
 
@@ -579,8 +727,10 @@ con.execute("update audit.builds set status = 'failed' where started_at > (selec
 def changed_practices(paths: WarehousePaths) -> list[str]:
     """The practices that send a new delivery: the first one in a hundred (at least one)."""
     with duckdb.connect(str(paths.work), read_only=True) as con:
-        ids = [r[0] for r in con.execute("select practice_id from raw.practices order by 1").fetchall()]
-    return ids[:max(1, len(ids) // 100)]
+        ids = [
+            r[0] for r in con.execute("select practice_id from raw.practices order by 1").fetchall()
+        ]
+    return ids[: max(1, len(ids) // 100)]
 
 
 def quality_gate_command(paths: WarehousePaths) -> list[str]:
@@ -590,8 +740,9 @@ def quality_gate_command(paths: WarehousePaths) -> list[str]:
 
 # --- reporting -----------------------------------------------------------------------------------
 
+
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def machine() -> str:
@@ -602,8 +753,11 @@ def machine() -> str:
 def table(results: dict[str, Any]) -> str:
     """The performance table: one column per size."""
     sizes = results["sizes"]
-    head = "| | " + " | ".join(f"{s['patients']:,} patients, {s['practices']:,} practices"
-                               for s in sizes) + " |"
+    head = (
+        "| | "
+        + " | ".join(f"{s['patients']:,} patients, {s['practices']:,} practices" for s in sizes)
+        + " |"
+    )
     lines = [head, "|---|" + "---|" * len(sizes)]
 
     def row(label: str, cell) -> None:
@@ -611,79 +765,152 @@ def table(results: dict[str, Any]) -> str:
 
     def stage(s: dict[str, Any], name: str) -> str:
         st = s["stages"][name]
-        return (f"{st['seconds']:.1f} / {st['cpu_seconds']:.1f} / {st['peak_gib']:.2f}"
-                + (" (cached)" if st["cached"] else ""))
+        return f"{st['seconds']:.1f} / {st['cpu_seconds']:.1f} / {st['peak_gib']:.2f}" + (
+            " (cached)" if st["cached"] else ""
+        )
 
     row("input rows (all tables)", lambda s: f"{s['input_rows']:,}")
-    for name, label in (("generate", "generate"), ("ingest", "ingest"),
-                        ("build", "`sprx build` (gate, full dbt build, gate)"),
-                        ("quality_gate", "quality gate alone (`sprx check`; inside `sprx build`, "
-                                         "not counted again)"),
-                        ("publish", "publish")):
+    for name, label in (
+        ("generate", "generate"),
+        ("ingest", "ingest"),
+        ("build", "`sprx build` (gate, full dbt build, gate)"),
+        (
+            "quality_gate",
+            "quality gate alone (`sprx check`; inside `sprx build`, not counted again)",
+        ),
+        ("publish", "publish"),
+    ):
         row(f"{label}: wall s / CPU s / peak GiB", lambda s, n=name: stage(s, n))
     row("of which the dbt build, wall s", lambda s: f"{s['dbt_seconds']:.1f}")
-    row("**end to end** (generate + ingest + `sprx build` + publish)", lambda s: f"**{s['end_to_end_seconds']:.0f} s**")
+    row(
+        "**end to end** (generate + ingest + `sprx build` + publish)",
+        lambda s: f"**{s['end_to_end_seconds']:.0f} s**",
+    )
     row("peak memory of any stage", lambda s: f"{s['peak_gib']:.2f} GiB")
     row("**ingest rows/s**", lambda s: f"**{s['ingest_rows_per_second']:,}**")
     row("dbt build rows/s", lambda s: f"{s['input_rows'] / s['dbt_seconds']:,.0f}")
-    row("scan floor (DuckDB reads every input value once)", lambda s: f"{s['scan_floor_seconds']:.2f} s")
+    row(
+        "scan floor (DuckDB reads every input value once)",
+        lambda s: f"{s['scan_floor_seconds']:.2f} s",
+    )
     row("**dbt build ÷ scan floor**", lambda s: f"**{s['build_over_scan_floor']:.1f}×**")
-    row("pandas `sp_patient_outcomes`: load + compute s / peak GiB", lambda s: (
-        f"{s['pandas']['load_seconds']:.1f} + {s['pandas']['compute_seconds']:.1f} / "
-        f"{s['pandas']['peak_gib']:.2f}" if s["pandas"] else "not run (above 1M patients)"))
-    row("pandas equals the warehouse", lambda s: ("yes" if s["pandas"]["equal_to_warehouse"]
-                                                   else "**NO**") if s["pandas"] else "–")
-    row("`dbt run +sp_patient_outcomes` (models only) s", lambda s: f"{s['dbt_run_outcome_models']['seconds']:.1f}")
-    row("pandas ÷ dbt build; ÷ `dbt run +sp_patient_outcomes`", lambda s: (
-        f"{s['pandas_over_build']:.2f}×; {s['pandas_over_outcome_models']:.2f}×"
-        if s["pandas"] else "–"))
-    row("incremental `sprx build`, 1 practice in 100 changed: s (dbt s) / peak GiB", lambda s: (
-        f"{s['incremental']['build']['seconds']:.1f} ({s['incremental']['dbt_seconds']:.1f}) / "
-        f"{s['incremental']['build']['peak_gib']:.2f}"))
-    row("full rebuild of the same data: s (dbt s)", lambda s: (
-        f"{s['incremental']['full_rebuild_same_data']['seconds']:.1f} "
-        f"({s['incremental']['full_dbt_seconds']:.1f})"))
-    row("**incremental ÷ full**: `sprx build` wall; CPU; dbt alone", lambda s: (
-        f"**{s['incremental']['ratio']:.3f}**; {s['incremental']['cpu_ratio']:.3f}; "
-        f"{s['incremental']['dbt_ratio']:.3f}"))
-    row("incremental marts identical to full (EXCEPT ALL both ways)",
-        lambda s: "yes" if s["incremental"]["marts_identical"] else "**NO**")
-    slow = lambda s: ", ".join(f"{n['node']} {n['seconds']:.1f}" for n in s["slowest_nodes"][:4])
+    row(
+        "pandas `sp_patient_outcomes`: load + compute s / peak GiB",
+        lambda s: (
+            f"{s['pandas']['load_seconds']:.1f} + {s['pandas']['compute_seconds']:.1f} / "
+            f"{s['pandas']['peak_gib']:.2f}"
+            if s["pandas"]
+            else "not run (above 1M patients)"
+        ),
+    )
+    row(
+        "pandas equals the warehouse",
+        lambda s: (
+            ("yes" if s["pandas"]["equal_to_warehouse"] else "**NO**") if s["pandas"] else "–"
+        ),
+    )
+    row(
+        "`dbt run +sp_patient_outcomes` (models only) s",
+        lambda s: f"{s['dbt_run_outcome_models']['seconds']:.1f}",
+    )
+    row(
+        "pandas ÷ dbt build; ÷ `dbt run +sp_patient_outcomes`",
+        lambda s: (
+            f"{s['pandas_over_build']:.2f}×; {s['pandas_over_outcome_models']:.2f}×"
+            if s["pandas"]
+            else "–"
+        ),
+    )
+    row(
+        "incremental `sprx build`, 1 practice in 100 changed: s (dbt s) / peak GiB",
+        lambda s: (
+            f"{s['incremental']['build']['seconds']:.1f} ({s['incremental']['dbt_seconds']:.1f}) / "
+            f"{s['incremental']['build']['peak_gib']:.2f}"
+        ),
+    )
+    row(
+        "full rebuild of the same data: s (dbt s)",
+        lambda s: (
+            f"{s['incremental']['full_rebuild_same_data']['seconds']:.1f} "
+            f"({s['incremental']['full_dbt_seconds']:.1f})"
+        ),
+    )
+    row(
+        "**incremental ÷ full**: `sprx build` wall; CPU; dbt alone",
+        lambda s: (
+            f"**{s['incremental']['ratio']:.3f}**; {s['incremental']['cpu_ratio']:.3f}; "
+            f"{s['incremental']['dbt_ratio']:.3f}"
+        ),
+    )
+    row(
+        "incremental marts identical to full (EXCEPT ALL both ways)",
+        lambda s: "yes" if s["incremental"]["marts_identical"] else "**NO**",
+    )
+
+    def slow(s: dict) -> str:
+        return ", ".join(f"{n['node']} {n['seconds']:.1f}" for n in s["slowest_nodes"][:4])
+
     row("slowest dbt nodes (s, summed over threads)", slow)
-    when = "; ".join(f"{s['patients']:,} on {s.get('measured_at', results['measured_at'])[:10]}, "
-                     f"median of {s['repeats']} run{'s' if s['repeats'] > 1 else ''}, load average "
-                     f"{s.get('load_average_at_start', '?')} at its start" for s in sizes)
-    caption = (f"Measured on {results['machine']} (`make bench`, seed {sizes[0]['seed']}; {when}; "
-               "raw figures in `benchmarks/results.json`). Ratios are taken within one run.")
+    when = "; ".join(
+        f"{s['patients']:,} on {s.get('measured_at', results['measured_at'])[:10]}, "
+        f"median of {s['repeats']} run{'s' if s['repeats'] > 1 else ''}, load average "
+        f"{s.get('load_average_at_start', '?')} at its start"
+        for s in sizes
+    )
+    caption = (
+        f"Measured on {results['machine']} (`make bench`, seed {sizes[0]['seed']}; {when}; "
+        "raw figures in `benchmarks/results.json`). Ratios are taken within one run."
+    )
     return caption + "\n\n" + "\n".join(lines)
 
 
 def spark_table(rows: list[dict[str, Any]], measured_at: str, machine_name: str) -> str:
     """The Spark engine's table: one column per size."""
-    head = "| | " + " | ".join(f"{s['patients']:,} patients, {s['practices']:,} practices"
-                               for s in rows) + " |"
+    head = (
+        "| | "
+        + " | ".join(f"{s['patients']:,} patients, {s['practices']:,} practices" for s in rows)
+        + " |"
+    )
     lines = [head, "|---|" + "---|" * len(rows)]
 
     def row(label: str, cell) -> None:
         lines.append(f"| {label} | " + " | ".join(cell(s) for s in rows) + " |")
 
     row("Spark master", lambda s: f"`{s['master']}`")
-    row("**`sprx build --engine spark`** (full build): wall s", lambda s: f"**{s['build']['seconds']:.1f}**")
-    row("of which: lake export s; dbt on Spark s; marts back to DuckDB s", lambda s: (
-        f"{s['lake_seconds']:.1f}; {s['dbt_seconds']:.1f}; {s['marts_back_seconds']:.1f}"))
-    row("peak memory JVM / Python / both, GiB", lambda s: (
-        f"{s['peak_jvm_gib']:.2f} / {s['peak_python_gib']:.2f} / {s['peak_total_gib']:.2f}"))
-    row("DuckDB full `sprx build` of the same data, s", lambda s: f"{s['duckdb_build_seconds']:.1f}")
+    row(
+        "**`sprx build --engine spark`** (full build): wall s",
+        lambda s: f"**{s['build']['seconds']:.1f}**",
+    )
+    row(
+        "of which: lake export s; dbt on Spark s; marts back to DuckDB s",
+        lambda s: f"{s['lake_seconds']:.1f}; {s['dbt_seconds']:.1f}; {s['marts_back_seconds']:.1f}",
+    )
+    row(
+        "peak memory JVM / Python / both, GiB",
+        lambda s: (
+            f"{s['peak_jvm_gib']:.2f} / {s['peak_python_gib']:.2f} / {s['peak_total_gib']:.2f}"
+        ),
+    )
+    row(
+        "DuckDB full `sprx build` of the same data, s", lambda s: f"{s['duckdb_build_seconds']:.1f}"
+    )
     row("Spark ÷ DuckDB", lambda s: f"{s['over_duckdb_build']:.2f}×")
-    row("Spark marts equal DuckDB's (EXCEPT ALL both ways, 1e-9 relative)",
-        lambda s: "yes" if s["marts_equal_to_duckdb"] else "**NO**")
-    when = "; ".join(f"{s['patients']:,} on {s.get('measured_at', measured_at)[:10]}, median of "
-                     f"{s['repeats']} run(s), load average {s.get('load_average_at_start', '?')} "
-                     "at its start" for s in rows)
-    caption = (f"Measured on {machine_name} (`make bench`, seed {rows[0]['seed']}; {when}; raw "
-               "figures under `spark` in `benchmarks/results.json`). Memory is the RSS of the "
-               "process tree summed by kind, sampled every 0.25 s: Spark's Python workers are "
-               "forks that share pages, so the Python figure overstates what they hold.")
+    row(
+        "Spark marts equal DuckDB's (EXCEPT ALL both ways, 1e-9 relative)",
+        lambda s: "yes" if s["marts_equal_to_duckdb"] else "**NO**",
+    )
+    when = "; ".join(
+        f"{s['patients']:,} on {s.get('measured_at', measured_at)[:10]}, median of "
+        f"{s['repeats']} run(s), load average {s.get('load_average_at_start', '?')} "
+        "at its start"
+        for s in rows
+    )
+    caption = (
+        f"Measured on {machine_name} (`make bench`, seed {rows[0]['seed']}; {when}; raw "
+        "figures under `spark` in `benchmarks/results.json`). Memory is the RSS of the "
+        "process tree summed by kind, sampled every 0.25 s: Spark's Python workers are "
+        "forks that share pages, so the Python figure overstates what they hold."
+    )
     return caption + "\n\n" + "\n".join(lines)
 
 
@@ -691,10 +918,15 @@ def ingest_table(results: dict[str, Any]) -> str:
     """The ingest's statements for one delivery of the largest size."""
     s = results["sizes"][-1]
     profile = s["ingest_profile"]
-    lines = [f"One delivery of the {s['patients']:,}-patient extract ({profile['delivery']}, "
-             f"{profile['rows']:,} rows) applied alone: {profile['seconds']:.1f} s, "
-             f"{profile['rows_per_second']:,} rows/s. Its slowest statements (table names "
-             "folded to T):", "", "| s | statement |", "|---|---|"]
+    lines = [
+        f"One delivery of the {s['patients']:,}-patient extract ({profile['delivery']}, "
+        f"{profile['rows']:,} rows) applied alone: {profile['seconds']:.1f} s, "
+        f"{profile['rows_per_second']:,} rows/s. Its slowest statements (table names "
+        "folded to T):",
+        "",
+        "| s | statement |",
+        "|---|---|",
+    ]
     lines += [f"| {st['seconds']:.2f} | `{st['sql']}` |" for st in profile["statements"]]
     return "\n".join(lines)
 
@@ -705,23 +937,37 @@ def targets(results: dict[str, Any]) -> str:
     for s in results["sizes"]:
         n = f"{s['patients']:,}"
         checks += [
-            (f"{n}: end to end in under 15 minutes", s["end_to_end_seconds"] < TARGETS["end_to_end_seconds"],
-             f"{s['end_to_end_seconds']:.0f} s"),
-            (f"{n}: peak memory under 16 GiB", s["peak_gib"] < TARGETS["peak_memory_gib"],
-             f"{s['peak_gib']:.2f} GiB"),
-            (f"{n}: ingest at 1.5 million rows a second",
-             s["ingest_rows_per_second"] >= TARGETS["ingest_rows_per_second"],
-             f"{s['ingest_rows_per_second']:,} rows/s"),
-            (f"{n}: an incremental build ({len(s['incremental'].get('practices_rebuilt', [0]))} "
-             f"practices of {s['practices']} changed) at most a tenth of a full one",
-             s["incremental"]["ratio"] <= TARGETS["incremental_over_full"],
-             f"{s['incremental']['ratio']:.3f} for `sprx build`, {s['incremental']['dbt_ratio']:.3f} "
-             "for dbt alone"),
-            (f"{n}: dbt build within 10× the scan floor",
-             s["build_over_scan_floor"] <= TARGETS["build_over_scan_floor"],
-             f"{s['build_over_scan_floor']:.1f}×"),
+            (
+                f"{n}: end to end in under 15 minutes",
+                s["end_to_end_seconds"] < TARGETS["end_to_end_seconds"],
+                f"{s['end_to_end_seconds']:.0f} s",
+            ),
+            (
+                f"{n}: peak memory under 16 GiB",
+                s["peak_gib"] < TARGETS["peak_memory_gib"],
+                f"{s['peak_gib']:.2f} GiB",
+            ),
+            (
+                f"{n}: ingest at 1.5 million rows a second",
+                s["ingest_rows_per_second"] >= TARGETS["ingest_rows_per_second"],
+                f"{s['ingest_rows_per_second']:,} rows/s",
+            ),
+            (
+                f"{n}: an incremental build ({len(s['incremental'].get('practices_rebuilt', [0]))} "
+                f"practices of {s['practices']} changed) at most a tenth of a full one",
+                s["incremental"]["ratio"] <= TARGETS["incremental_over_full"],
+                f"{s['incremental']['ratio']:.3f} for `sprx build`, {s['incremental']['dbt_ratio']:.3f} "
+                "for dbt alone",
+            ),
+            (
+                f"{n}: dbt build within 10× the scan floor",
+                s["build_over_scan_floor"] <= TARGETS["build_over_scan_floor"],
+                f"{s['build_over_scan_floor']:.1f}×",
+            ),
         ]
-    return "\n".join(f"- {'met' if ok else '**missed**'}: {label} ({value})" for label, ok, value in checks)
+    return "\n".join(
+        f"- {'met' if ok else '**missed**'}: {label} ({value})" for label, ok, value in checks
+    )
 
 
 def update_marked(path: Path, block: str, start: str = START, end: str = END) -> None:
@@ -736,17 +982,26 @@ def update_marked(path: Path, block: str, start: str = START, end: str = END) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 4_000_000])
-    parser.add_argument("--practices", type=int, default=None,
-                        help=f"practices per size (default: one per {PATIENTS_PER_PRACTICE:,} patients)")
+    parser.add_argument(
+        "--practices",
+        type=int,
+        default=None,
+        help=f"practices per size (default: one per {PATIENTS_PER_PRACTICE:,} patients)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=HERE / "results.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--spark-doc", type=Path, default=ROOT / "docs" / "spark.md")
-    parser.add_argument("--engines", nargs="+", choices=("duckdb", "spark"), default=["duckdb"],
-                        help="duckdb: every stage, as above; spark: `sprx build --engine spark` "
-                             "on the same warehouse (needs the `spark` extra and Java 17); "
-                             "spark alone keeps results.json's DuckDB figures")
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        choices=("duckdb", "spark"),
+        default=["duckdb"],
+        help="duckdb: every stage, as above; spark: `sprx build --engine spark` "
+        "on the same warehouse (needs the `spark` extra and Java 17); "
+        "spark alone keeps results.json's DuckDB figures",
+    )
     args = parser.parse_args(argv)
     CACHE.mkdir(exist_ok=True)
     engines = tuple(args.engines)
@@ -755,8 +1010,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"measured_at": _now(), "machine": machine(), "sizes": []}
     if args.results.exists():  # sizes not measured this time keep their earlier figures
         earlier = json.loads(args.results.read_text()).get("sizes", [])
-        results["sizes"] = [s for s in earlier if s["patients"] not in args.sizes
-                            and "measured_at" in s]
+        results["sizes"] = [
+            s for s in earlier if s["patients"] not in args.sizes and "measured_at" in s
+        ]
     for patients in args.sizes:
         practices = args.practices or max(10, patients // PATIENTS_PER_PRACTICE)
         print(f"benchmarking {patients:,} patients in {practices:,} practices ...", flush=True)
@@ -765,14 +1021,16 @@ def main(argv: list[str] | None = None) -> int:
         args.results.write_text(json.dumps(results, indent=2) + "\n")
     spark_rows = [s["spark"] for s in results["sizes"] if "spark" in s]
     if spark_rows:
-        results["spark"] = {"measured_at": results["measured_at"], "machine": results["machine"],
-                            "sizes": spark_rows}
+        results["spark"] = {
+            "measured_at": results["measured_at"],
+            "machine": results["machine"],
+            "sizes": spark_rows,
+        }
         args.results.write_text(json.dumps(results, indent=2) + "\n")
         spark_block = spark_table(spark_rows, results["measured_at"], results["machine"])
         update_marked(args.spark_doc, spark_block, SPARK_START, SPARK_END)
         print(spark_block)
-    block = (table(results) + "\n\nTargets:\n\n" + targets(results) + "\n\n"
-             + ingest_table(results))
+    block = table(results) + "\n\nTargets:\n\n" + targets(results) + "\n\n" + ingest_table(results)
     update_marked(args.doc, block)
     print(block)
     print(f"\nwrote {args.results} and the bench block of {args.doc}")
@@ -787,10 +1045,17 @@ def spark_only(args: argparse.Namespace) -> int:
     rows = [s for s in results.get("spark", {}).get("sizes", []) if s["patients"] not in args.sizes]
     for patients in args.sizes:
         practices = args.practices or max(10, patients // PATIENTS_PER_PRACTICE)
-        print(f"benchmarking Spark on {patients:,} patients in {practices:,} practices ...",
-              flush=True)
-        rows.append({"measured_at": _now(), "load_average_at_start": round(os.getloadavg()[0], 1),
-                     **bench_spark_size(patients, practices, args.seed, args.repeats)})
+        print(
+            f"benchmarking Spark on {patients:,} patients in {practices:,} practices ...",
+            flush=True,
+        )
+        rows.append(
+            {
+                "measured_at": _now(),
+                "load_average_at_start": round(os.getloadavg()[0], 1),
+                **bench_spark_size(patients, practices, args.seed, args.repeats),
+            }
+        )
         rows.sort(key=lambda s: s["patients"])
         results["spark"] = {"measured_at": measured_at, "machine": machine_name, "sizes": rows}
         args.results.write_text(json.dumps(results, indent=2) + "\n")

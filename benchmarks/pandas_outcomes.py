@@ -32,8 +32,15 @@ import pandas as pd
 KEY = ["practice_id", "patient_id"]
 MEASURES = ("consultations", "ae_attendances", "emergency_admissions")
 MODES = ("face_to_face", "telephone", "video", "home_visit", "other")
-AGE_BANDS = [(18, "0-17"), (30, "18-29"), (40, "30-39"), (50, "40-49"), (60, "50-59"),
-             (70, "60-69"), (80, "70-79")]
+AGE_BANDS = [
+    (18, "0-17"),
+    (30, "18-29"),
+    (40, "30-39"),
+    (50, "40-49"),
+    (60, "50-59"),
+    (70, "60-69"),
+    (80, "70-79"),
+]
 
 
 @dataclass(frozen=True)
@@ -67,14 +74,14 @@ INPUT_QUERIES = {
     "deliveries": "select delivery_id, extracted_at, source_system, status from audit.deliveries",
     "delivery_practices": "select delivery_id, practice_id from audit.delivery_practices",
     "patients": "select practice_id, patient_id, year_of_birth, sex, ethnicity, imd_quintile, "
-                "rural_urban, date_of_death from raw.patients",
+    "rural_urban, date_of_death from raw.patients",
     "registrations": "select practice_id, patient_id, start_date, end_date from raw.registrations",
     "consultations": "select practice_id, patient_id, consultation_id, consultation_date, mode "
-                     "from raw.consultations",
+    "from raw.consultations",
     "clinical_events": "select practice_id, patient_id, event_date, snomed_code "
-                       "from raw.clinical_events",
+    "from raw.clinical_events",
     "hospital_attendances": "select practice_id, patient_id, attendance_id, attendance_date, "
-                            "setting from raw.hospital_attendances",
+    "setting from raw.hospital_attendances",
     "sp_codes": "select codelist, code, category from codelists.sp_codes",
 }
 
@@ -91,27 +98,35 @@ def _days(n: int) -> pd.Timedelta:
 def practice_extracts(inputs: Inputs) -> pd.DataFrame:
     """Each practice's latest applied delivery: its extract date and source system."""
     applied = inputs.delivery_practices.merge(
-        inputs.deliveries[inputs.deliveries["status"] == "applied"], on="delivery_id")
-    latest = (applied.sort_values(["practice_id", "extracted_at", "delivery_id"])
-              .groupby("practice_id").tail(1))
-    return (latest[["practice_id", "extracted_at", "source_system"]]
-            .merge(inputs.practices, on="practice_id", how="left"))
+        inputs.deliveries[inputs.deliveries["status"] == "applied"], on="delivery_id"
+    )
+    latest = (
+        applied.sort_values(["practice_id", "extracted_at", "delivery_id"])
+        .groupby("practice_id")
+        .tail(1)
+    )
+    return latest[["practice_id", "extracted_at", "source_system"]].merge(
+        inputs.practices, on="practice_id", how="left"
+    )
 
 
 def registered_spans(inputs: Inputs, practices: pd.DataFrame) -> pd.DataFrame:
     """Registrations clipped at death and extract date, overlapping/touching ones merged."""
-    reg = (inputs.registrations
-           .merge(inputs.patients[KEY + ["date_of_death"]], on=KEY)
-           .merge(practices[["practice_id", "extracted_at"]], on="practice_id"))
+    reg = inputs.registrations.merge(inputs.patients[KEY + ["date_of_death"]], on=KEY).merge(
+        practices[["practice_id", "extracted_at"]], on="practice_id"
+    )
     extracted = reg["extracted_at"]
-    reg["end"] = pd.concat([reg["end_date"].fillna(extracted),
-                            reg["date_of_death"].fillna(extracted), extracted], axis=1).min(axis=1)
+    reg["end"] = pd.concat(
+        [reg["end_date"].fillna(extracted), reg["date_of_death"].fillna(extracted), extracted],
+        axis=1,
+    ).min(axis=1)
     reg = reg[reg["end"] >= reg["start_date"]].sort_values(KEY + ["start_date", "end"])
     latest_end_before = reg.groupby(KEY)["end"].cummax().groupby([reg[k] for k in KEY]).shift()
     new_span = latest_end_before.isna() | (reg["start_date"] > latest_end_before + _days(1))
     reg["span"] = new_span.astype(int).groupby([reg[k] for k in KEY]).cumsum()
-    return (reg.groupby(KEY + ["span"], as_index=False)
-            .agg(span_start=("start_date", "min"), span_end=("end", "max")))
+    return reg.groupby(KEY + ["span"], as_index=False).agg(
+        span_start=("start_date", "min"), span_end=("end", "max")
+    )
 
 
 def on_registered_days(rows: pd.DataFrame, spans: pd.DataFrame, day: str) -> pd.DataFrame:
@@ -123,15 +138,22 @@ def on_registered_days(rows: pd.DataFrame, spans: pd.DataFrame, day: str) -> pd.
 
 def index_dates(inputs: Inputs, spans: pd.DataFrame, study: Study) -> pd.DataFrame:
     """First referral while registered, within the study period, per patient."""
-    referral_codes = inputs.sp_codes[(inputs.sp_codes["codelist"] == study.codelist)
-                                     & (inputs.sp_codes["category"] == "referral")]["code"]
+    referral_codes = inputs.sp_codes[
+        (inputs.sp_codes["codelist"] == study.codelist)
+        & (inputs.sp_codes["category"] == "referral")
+    ]["code"]
     events = inputs.clinical_events
-    referrals = events[events["snomed_code"].isin(referral_codes)
-                       & (events["event_date"] >= pd.Timestamp(study.study_start))
-                       & (events["event_date"] <= pd.Timestamp(study.study_end))]
+    referrals = events[
+        events["snomed_code"].isin(referral_codes)
+        & (events["event_date"] >= pd.Timestamp(study.study_start))
+        & (events["event_date"] <= pd.Timestamp(study.study_end))
+    ]
     registered = on_registered_days(referrals[KEY + ["event_date"]], spans, "event_date")
-    return (registered.groupby(KEY, as_index=False)["event_date"].min()
-            .rename(columns={"event_date": "index_date"}))
+    return (
+        registered.groupby(KEY, as_index=False)["event_date"]
+        .min()
+        .rename(columns={"event_date": "index_date"})
+    )
 
 
 def person_time(index: pd.DataFrame, spans: pd.DataFrame, window_days: int) -> pd.DataFrame:
@@ -140,15 +162,23 @@ def person_time(index: pd.DataFrame, spans: pd.DataFrame, window_days: int) -> p
     cohort["pre_start"] = cohort["index_date"] - _days(window_days)
     cohort["pre_end"] = cohort["index_date"] - _days(1)
     both = cohort.merge(spans, on=KEY)
-    overlap = ((both[["span_end", "pre_end"]].min(axis=1)
-                - both[["span_start", "pre_start"]].max(axis=1)).dt.days + 1).clip(lower=0)
+    overlap = (
+        (
+            both[["span_end", "pre_end"]].min(axis=1)
+            - both[["span_start", "pre_start"]].max(axis=1)
+        ).dt.days
+        + 1
+    ).clip(lower=0)
     pre_days = overlap.groupby([both[k] for k in KEY]).sum().rename("pre_days").reset_index()
-    holds_index = both[(both["span_start"] <= both["index_date"])
-                       & (both["index_date"] <= both["span_end"])].copy()
+    holds_index = both[
+        (both["span_start"] <= both["index_date"]) & (both["index_date"] <= both["span_end"])
+    ].copy()
     holds_index["follow_up_end"] = pd.concat(
-        [holds_index["span_end"], holds_index["index_date"] + _days(window_days)], axis=1).min(axis=1)
-    cohort = (cohort.merge(pre_days, on=KEY, how="left")
-              .merge(holds_index[KEY + ["follow_up_end"]], on=KEY, how="left"))
+        [holds_index["span_end"], holds_index["index_date"] + _days(window_days)], axis=1
+    ).min(axis=1)
+    cohort = cohort.merge(pre_days, on=KEY, how="left").merge(
+        holds_index[KEY + ["follow_up_end"]], on=KEY, how="left"
+    )
     cohort["pre_days"] = cohort["pre_days"].fillna(0).astype("int64")
     cohort["follow_up_end"] = cohort["follow_up_end"].fillna(cohort["index_date"])
     cohort["post_days"] = (cohort["follow_up_end"] - cohort["index_date"]).dt.days.astype("int64")
@@ -158,30 +188,41 @@ def person_time(index: pd.DataFrame, spans: pd.DataFrame, window_days: int) -> p
 
 def outcome_events(inputs: Inputs) -> pd.DataFrame:
     """Consultations, A&E attendances and emergency admissions as one table of events."""
-    consultations = inputs.consultations.rename(columns={
-        "consultation_id": "record_id", "consultation_date": "event_date"})
+    consultations = inputs.consultations.rename(
+        columns={"consultation_id": "record_id", "consultation_date": "event_date"}
+    )
     consultations["measure"] = "consultations"
     hospital = inputs.hospital_attendances
     hospital = hospital[hospital["setting"].isin(["ae", "emergency_admission"])].rename(
-        columns={"attendance_id": "record_id", "attendance_date": "event_date"})
+        columns={"attendance_id": "record_id", "attendance_date": "event_date"}
+    )
     hospital["measure"] = hospital.pop("setting").map(
-        {"ae": "ae_attendances", "emergency_admission": "emergency_admissions"})
+        {"ae": "ae_attendances", "emergency_admission": "emergency_admissions"}
+    )
     return pd.concat([consultations, hospital], ignore_index=True)
 
 
 def window_counts(cohort: pd.DataFrame, events: pd.DataFrame, spans: pd.DataFrame) -> pd.DataFrame:
     """Distinct events per patient, window, measure and consultation mode, on registered days."""
     mine = events.merge(cohort[KEY + ["index_date", "pre_start", "follow_up_end"]], on=KEY)
-    mine = mine[(mine["event_date"] >= mine["pre_start"])
-                & (mine["event_date"] <= mine["follow_up_end"])
-                & (mine["event_date"] != mine["index_date"])]
+    mine = mine[
+        (mine["event_date"] >= mine["pre_start"])
+        & (mine["event_date"] <= mine["follow_up_end"])
+        & (mine["event_date"] != mine["index_date"])
+    ]
     mine = on_registered_days(mine, spans, "event_date")
     mine["window"] = (mine["event_date"] < mine["index_date"]).map({True: "pre", False: "post"})
-    by_measure = mine.groupby(KEY + ["window", "measure"])["record_id"].nunique().unstack(
-        ["window", "measure"])
+    by_measure = (
+        mine.groupby(KEY + ["window", "measure"])["record_id"]
+        .nunique()
+        .unstack(["window", "measure"])
+    )
     consultations = mine[mine["measure"] == "consultations"]
-    by_mode = consultations.groupby(KEY + ["window", "mode"])["record_id"].nunique().unstack(
-        ["window", "mode"])
+    by_mode = (
+        consultations.groupby(KEY + ["window", "mode"])["record_id"]
+        .nunique()
+        .unstack(["window", "mode"])
+    )
     by_mode.columns = [(w, f"consultations_{m}") for w, m in by_mode.columns]
     counts = pd.concat([by_measure, by_mode], axis=1)
     counts.columns = [f"{w}_{m}" for w, m in counts.columns]
@@ -195,11 +236,27 @@ def age_band(age: pd.Series) -> pd.Series:
     return band
 
 
-OUTPUT_COLUMNS = ["patient_id", "practice_id", "index_date", "age_at_index", "age_band", "sex",
-                  "ethnicity", "imd_quintile", "rural_urban", "region", "source_system",
-                  "pre_days", "post_days", "follow_up_end", "complete_follow_up"] + [
-    f"{w}_{m}" for w in ("pre", "post")
-    for m in [*MEASURES, *(f"consultations_{mode}" for mode in MODES)]]
+OUTPUT_COLUMNS = [
+    "patient_id",
+    "practice_id",
+    "index_date",
+    "age_at_index",
+    "age_band",
+    "sex",
+    "ethnicity",
+    "imd_quintile",
+    "rural_urban",
+    "region",
+    "source_system",
+    "pre_days",
+    "post_days",
+    "follow_up_end",
+    "complete_follow_up",
+] + [
+    f"{w}_{m}"
+    for w in ("pre", "post")
+    for m in [*MEASURES, *(f"consultations_{mode}" for mode in MODES)]
+]
 
 
 def patient_outcomes(inputs: Inputs, study: Study = Study()) -> pd.DataFrame:
@@ -208,9 +265,11 @@ def patient_outcomes(inputs: Inputs, study: Study = Study()) -> pd.DataFrame:
     spans = registered_spans(inputs, practices)
     cohort = person_time(index_dates(inputs, spans, study), spans, study.window_days)
     counts = window_counts(cohort, outcome_events(inputs), spans)
-    out = (cohort.merge(inputs.patients, on=KEY)
-           .merge(practices[["practice_id", "region", "source_system"]], on="practice_id")
-           .merge(counts, on=KEY, how="left"))
+    out = (
+        cohort.merge(inputs.patients, on=KEY)
+        .merge(practices[["practice_id", "region", "source_system"]], on="practice_id")
+        .merge(counts, on=KEY, how="left")
+    )
     out["age_at_index"] = out["index_date"].dt.year - out["year_of_birth"]
     out["age_band"] = age_band(out["age_at_index"])
     for column in OUTPUT_COLUMNS:
@@ -230,9 +289,13 @@ def as_records(frame: pd.DataFrame) -> list[tuple]:
         column = frame[name]
         if pd.api.types.is_datetime64_any_dtype(column):
             column = column.dt.date
-        columns.append([None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)
-                        for v in column.astype(object)])
-    return list(zip(*columns))
+        columns.append(
+            [
+                None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)
+                for v in column.astype(object)
+            ]
+        )
+    return list(zip(*columns, strict=True))
 
 
 def differences(expected: pd.DataFrame, actual: pd.DataFrame, limit: int = 5) -> list[str]:
@@ -242,7 +305,9 @@ def differences(expected: pd.DataFrame, actual: pd.DataFrame, limit: int = 5) ->
     left, right = as_records(expected), as_records(actual)
     if len(left) != len(right):
         return [f"{len(left)} rows != {len(right)} rows"]
-    return [f"row {i}: {a} != {b}" for i, (a, b) in enumerate(zip(left, right)) if a != b][:limit]
+    return [
+        f"row {i}: {a} != {b}" for i, (a, b) in enumerate(zip(left, right, strict=False)) if a != b
+    ][:limit]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,8 +324,15 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = patient_outcomes(inputs)
     computed = time.perf_counter()
     outcomes.to_parquet(out, index=False)
-    print(json.dumps({"load_seconds": loaded - started, "compute_seconds": computed - loaded,
-                      "rows": len(outcomes)}))
+    print(
+        json.dumps(
+            {
+                "load_seconds": loaded - started,
+                "compute_seconds": computed - loaded,
+                "rows": len(outcomes),
+            }
+        )
+    )
     return 0
 
 

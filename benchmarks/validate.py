@@ -55,9 +55,11 @@ DOC = PROJECT_ROOT / "docs" / "validation.md"
 MEASURES = ("consultations", "ae_attendances", "emergency_admissions")
 Z = 1.959963985
 SELECT = ["+sp_effect_estimates", "+sp_covariate_balance", "+sp_patient_outcomes"]
-AGE_BAND = ("case when {a} < 18 then 0 when {a} < 30 then 1 when {a} < 40 then 2 "
-            "when {a} < 50 then 3 when {a} < 60 then 4 when {a} < 70 then 5 "
-            "when {a} < 80 then 6 else 7 end")
+AGE_BAND = (
+    "case when {a} < 18 then 0 when {a} < 30 then 1 when {a} < 40 then 2 "
+    "when {a} < 50 then 3 when {a} < 60 then 4 when {a} < 70 then 5 "
+    "when {a} < 80 then 6 else 7 end"
+)
 
 
 def _say(message: str) -> None:
@@ -96,8 +98,8 @@ def _old_design_sets(con: duckdb.DuckDBPyConnection, seed: int = 42) -> list[tup
           on s.practice_id = a.practice_id and s.patient_id = a.patient_id
          and s.span_start <= c.index_date - 365 and s.span_end >= c.index_date
         left join referred r on r.practice_id = a.practice_id and r.patient_id = a.patient_id
-        where {AGE_BAND.format(a='year(c.index_date) - a.year_of_birth')}
-              = {AGE_BAND.format(a='year(c.index_date) - c.year_of_birth')}
+        where {AGE_BAND.format(a="year(c.index_date) - a.year_of_birth")}
+              = {AGE_BAND.format(a="year(c.index_date) - c.year_of_birth")}
           and (r.first_referral is null or r.first_referral >= c.index_date + 365)
         order by c.practice_id, c.case_order, c.patient_id,
                  md5('{seed}|' || c.practice_id || '|' || c.patient_id || '|' || a.patient_id),
@@ -105,13 +107,16 @@ def _old_design_sets(con: duckdb.DuckDBPyConnection, seed: int = 42) -> list[tup
     return _draw_controls()(candidates, 5)
 
 
-def _old_design_windows(con: duckdb.DuckDBPyConnection, drawn: list[tuple], measure: str
-                        ) -> dict[tuple[str, str], list[float]]:
+def _old_design_windows(
+    con: duckdb.DuckDBPyConnection, drawn: list[tuple], measure: str
+) -> dict[tuple[str, str], list[float]]:
     """Per matched set: [case pre events, pre days, post events, post days, the same for
     its controls], with the controls' windows measured as version 1 did (no censoring at a
     control's own referral)."""
-    con.execute("create or replace temp table old_controls (practice_id varchar, "
-                "case_id varchar, index_date date, control_id varchar, n integer)")
+    con.execute(
+        "create or replace temp table old_controls (practice_id varchar, "
+        "case_id varchar, index_date date, control_id varchar, n integer)"
+    )
     con.executemany("insert into old_controls values (?, ?, ?, ?, ?)", drawn)
     sets: dict[tuple[str, str], list[float]] = {}
     for practice, case, pre_e, pre_d, post_e, post_d in con.execute(f"""
@@ -148,15 +153,19 @@ def _ratio_of_ratios(sets: dict[tuple[str, str], list[float]]) -> tuple[float, f
     """The version-1 estimate: (referred post/pre) / (controls post/pre), with the sandwich
     interval clustered on matched sets (docs/methods.md, decision 10)."""
     s = np.array(list(sets.values()), dtype=float)
-    s = s[s[:, 5] > 0]                      # sets with controls, as version 1 reported them
+    s = s[s[:, 5] > 0]  # sets with controls, as version 1 reported them
     influences = []
     for offset in (0, 4):
         pre_e, pre_d, post_e, post_d = (s[:, offset + k] for k in range(4))
         r_pre, r_post = pre_e.sum() / pre_d.sum(), post_e.sum() / post_d.sum()
-        influences.append((post_e - r_post * post_d) / post_e.sum()
-                          - (pre_e - r_pre * pre_d) / pre_e.sum())
-    ratio = ((s[:, 2].sum() / s[:, 3].sum()) / (s[:, 0].sum() / s[:, 1].sum())
-             / ((s[:, 6].sum() / s[:, 7].sum()) / (s[:, 4].sum() / s[:, 5].sum())))
+        influences.append(
+            (post_e - r_post * post_d) / post_e.sum() - (pre_e - r_pre * pre_d) / pre_e.sum()
+        )
+    ratio = (
+        (s[:, 2].sum() / s[:, 3].sum())
+        / (s[:, 0].sum() / s[:, 1].sum())
+        / ((s[:, 6].sum() / s[:, 7].sum()) / (s[:, 4].sum() / s[:, 5].sum()))
+    )
     se = math.sqrt(float(((influences[0] - influences[1]) ** 2).sum()))
     return ratio, ratio * math.exp(-Z * se), ratio * math.exp(Z * se)
 
@@ -166,14 +175,25 @@ def _landing(effect: float, seed: int, patients: int, practices: int) -> Path:
     folder = CACHE / f"{patients}_{practices}_effect{effect}_seed{seed}"
     if not (folder / ".complete").is_file():
         shutil.rmtree(folder, ignore_errors=True)
-        generate(folder, patients=patients, practices=practices, seed=seed,
-                 model=CausalModel(effect=effect))
+        generate(
+            folder,
+            patients=patients,
+            practices=practices,
+            seed=seed,
+            model=CausalModel(effect=effect),
+        )
         (folder / ".complete").touch()
     return folder
 
 
-def replicate(effect: float, seed: int, patients: int, practices: int, work_root: Path,
-              dbt_vars: dict[str, Any] | None) -> dict[str, Any]:
+def replicate(
+    effect: float,
+    seed: int,
+    patients: int,
+    practices: int,
+    work_root: Path,
+    dbt_vars: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Generate, ingest and build one extract; every design's estimate per measure."""
     landing = _landing(effect, seed, patients, practices)
     shutil.rmtree(work_root, ignore_errors=True)
@@ -184,23 +204,31 @@ def replicate(effect: float, seed: int, patients: int, practices: int, work_root
     dbt_build.build(paths, pipeline.active_codelist(paths), dbt_vars, select=SELECT)
     out: dict[str, Any] = {"effect": effect, "seed": seed}
     with duckdb.connect(str(paths.work)) as con:
-        estimates = {(m, e): (r, lo, hi) for m, e, r, lo, hi in con.execute(
-            "select measure, estimate, ratio, ci_lower, ci_upper from marts.sp_effect_estimates "
-            "where subgroup = 'all'").fetchall()}
-        matched_did = dict(con.execute("""
+        estimates = {
+            (m, e): (r, lo, hi)
+            for m, e, r, lo, hi in con.execute(
+                "select measure, estimate, ratio, ci_lower, ci_upper from marts.sp_effect_estimates "
+                "where subgroup = 'all'"
+            ).fetchall()
+        }
+        matched_did = dict(
+            con.execute("""
             select measure, (referred_post_events / referred_post_person_years)
                 / (referred_pre_events / referred_pre_person_years)
                 / ((control_post_events / control_post_person_years)
                    / (control_pre_events / control_pre_person_years))
             from marts.sp_effect_estimates where subgroup = 'all' and estimate = 'effect'
               and referred_pre_events > 0 and control_pre_events > 0
-              and control_post_events > 0""").fetchall())
+              and control_post_events > 0""").fetchall()
+        )
         cases, matched = con.execute(
             "select max(cases), max(matched_cases) from marts.sp_covariate_balance "
-            "where subgroup = 'all'").fetchone()
+            "where subgroup = 'all'"
+        ).fetchone()
         (referred,) = con.execute("select count(*) from marts.sp_patient_outcomes").fetchone()
-        (max_smd,) = con.execute("select max(abs(smd_after)) from marts.sp_covariate_balance "
-                                 "where subgroup = 'all'").fetchone()
+        (max_smd,) = con.execute(
+            "select max(abs(smd_after)) from marts.sp_covariate_balance where subgroup = 'all'"
+        ).fetchone()
         drawn = _old_design_sets(con)
         for measure in MEASURES:
             out[measure] = {
@@ -214,10 +242,12 @@ def replicate(effect: float, seed: int, patients: int, practices: int, work_root
 
 
 # --- summaries ----------------------------------------------------------------------------
-DESIGNS = {"new": "new design: matched on recent use, post-window rates (effect)",
-           "matched_did": "the same matched sets, pre-periods differenced",
-           "new_did": "all referred vs the new controls, pre-periods differenced (ratio_of_ratios)",
-           "old": "old design: demographic controls, ratio of ratios"}
+DESIGNS = {
+    "new": "new design: matched on recent use, post-window rates (effect)",
+    "matched_did": "the same matched sets, pre-periods differenced",
+    "new_did": "all referred vs the new controls, pre-periods differenced (ratio_of_ratios)",
+    "old": "old design: demographic controls, ratio of ratios",
+}
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -230,18 +260,31 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if not found:
                     continue
                 logs = [math.log(ratio / effect) for ratio, _, _ in found]
-                rows.append({
-                    "effect": effect, "measure": measure, "design": design,
-                    "replicates": len(found),
-                    "mean_estimate": math.exp(statistics.fmean(math.log(r) for r, _, _ in found)),
-                    "bias_ratio": math.exp(statistics.fmean(logs)),
-                    "bias_ratio_se": math.exp(statistics.stdev(logs) / math.sqrt(len(logs)))
-                    if len(logs) > 1 else None,
-                    "coverage": _share(lo is not None and lo <= effect <= hi for _, lo, hi in found)
-                    if any(lo for _, lo, _ in found) else None,
-                    "mean_interval_width": statistics.fmean(hi / lo for _, lo, hi in found if lo)
-                    if any(lo for _, lo, _ in found) else None,
-                })
+                rows.append(
+                    {
+                        "effect": effect,
+                        "measure": measure,
+                        "design": design,
+                        "replicates": len(found),
+                        "mean_estimate": math.exp(
+                            statistics.fmean(math.log(r) for r, _, _ in found)
+                        ),
+                        "bias_ratio": math.exp(statistics.fmean(logs)),
+                        "bias_ratio_se": math.exp(statistics.stdev(logs) / math.sqrt(len(logs)))
+                        if len(logs) > 1
+                        else None,
+                        "coverage": _share(
+                            lo is not None and lo <= effect <= hi for _, lo, hi in found
+                        )
+                        if any(lo for _, lo, _ in found)
+                        else None,
+                        "mean_interval_width": statistics.fmean(
+                            hi / lo for _, lo, hi in found if lo
+                        )
+                        if any(lo for _, lo, _ in found)
+                        else None,
+                    }
+                )
     return rows
 
 
@@ -282,7 +325,8 @@ def write_doc(summary: list[dict[str, Any]], runs: list[dict[str, Any]], setting
         lines.append(
             f"| {row['effect']:g} | {row['measure']} | {DESIGNS[row['design']]} | "
             f"{row['replicates']} | {row['mean_estimate']:.3f} | {row['bias_ratio']:.3f}{se} | "
-            f"{coverage} | {width} |")
+            f"{coverage} | {width} |"
+        )
     DOC.write_text("\n".join(lines) + "\n")
 
 
@@ -293,11 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--effects", type=float, nargs="+", default=[1.0, 0.8])
     parser.add_argument("--patients", type=int, default=40_000)
     parser.add_argument("--practices", type=int, default=10)
-    parser.add_argument("--vars", type=json.loads, default=None,
-                        help="dbt vars for the new design (a sensitivity run: writes no doc)")
+    parser.add_argument(
+        "--vars",
+        type=json.loads,
+        default=None,
+        help="dbt vars for the new design (a sensitivity run: writes no doc)",
+    )
     parser.add_argument("--work", type=Path, default=HERE / "cache" / "validation-work")
     args = parser.parse_args(argv)
-    os.environ.setdefault("DBT_QUIET", "true")     # dbt's per-node lines, 50 builds over
+    os.environ.setdefault("DBT_QUIET", "true")  # dbt's per-node lines, 50 builds over
     started = time.perf_counter()
     runs = []
     total = args.seeds * len(args.effects)
@@ -305,21 +353,32 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             run = replicate(effect, seed, args.patients, args.practices, args.work, args.vars)
             runs.append(run)
-            _say(f"[{len(runs)}/{total}] effect {effect:g} seed {seed}: consultations "
-                 f"new {run['consultations']['new'][0]:.3f}, old {run['consultations']['old'][0]:.3f}; "
-                 f"matched {run['matched']}/{run['eligible']} "
-                 f"({time.perf_counter() - started:.0f} s)")
+            _say(
+                f"[{len(runs)}/{total}] effect {effect:g} seed {seed}: consultations "
+                f"new {run['consultations']['new'][0]:.3f}, old {run['consultations']['old'][0]:.3f}; "
+                f"matched {run['matched']}/{run['eligible']} "
+                f"({time.perf_counter() - started:.0f} s)"
+            )
     summary = summarise(runs)
     for row in summary:
         coverage = "-" if row["coverage"] is None else f"{row['coverage']:.0%}"
-        _say(f"effect {row['effect']:g} {row['measure']:<21} {row['design']:<12} "
-             f"bias {row['bias_ratio']:.3f} coverage {coverage}")
-    settings = {"date": date.today().isoformat(), "seeds": args.seeds, "patients": args.patients,
-                "practices": args.practices, "effects": args.effects, "vars": args.vars,
-                "minutes": (time.perf_counter() - started) / 60}
+        _say(
+            f"effect {row['effect']:g} {row['measure']:<21} {row['design']:<12} "
+            f"bias {row['bias_ratio']:.3f} coverage {coverage}"
+        )
+    settings = {
+        "date": date.today().isoformat(),
+        "seeds": args.seeds,
+        "patients": args.patients,
+        "practices": args.practices,
+        "effects": args.effects,
+        "vars": args.vars,
+        "minutes": (time.perf_counter() - started) / 60,
+    }
     if args.vars is None:
-        RESULTS.write_text(json.dumps({"settings": settings, "summary": summary, "runs": runs},
-                                      indent=2) + "\n")
+        RESULTS.write_text(
+            json.dumps({"settings": settings, "summary": summary, "runs": runs}, indent=2) + "\n"
+        )
         write_doc(summary, runs, settings)
         _say(f"wrote {RESULTS.relative_to(PROJECT_ROOT)} and {DOC.relative_to(PROJECT_ROOT)}")
     return 0

@@ -36,9 +36,12 @@ def sprx_codelists():
     def pull_and_verify() -> list[dict[str, str]]:
         """Fetch, verify and keep every pinned codelist."""
         with orch.refusals_fail_at_once():
-            pulled = pipeline.pull_codelists(orch.warehouse_paths(), orch.codelist_source(),
-                                             config.default_codelist_pins(),
-                                             orch.WAIT_FOR_LOCK_SECONDS)
+            pulled = pipeline.pull_codelists(
+                orch.warehouse_paths(),
+                orch.codelist_source(),
+                config.default_codelist_pins(),
+                orch.WAIT_FOR_LOCK_SECONDS,
+            )
         return [{"codelist": c.name, "version": c.version, "sha256": c.sha256} for c in pulled]
 
     pull_and_verify()

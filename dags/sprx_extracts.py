@@ -42,20 +42,25 @@ def sprx_extracts():
         """Delivery folders not yet applied (or refused as they are now), in contract order.
         It only reads, but DuckDB refuses a reader while a writer holds the file: so it waits
         for the pool (Airflow's writers) and the file lock (a `sprx run` from a shell)."""
-        return pipeline.pending_deliveries(orch.warehouse_paths(), orch.landing_dir(),
-                                           orch.WAIT_FOR_LOCK_SECONDS)
+        return pipeline.pending_deliveries(
+            orch.warehouse_paths(), orch.landing_dir(), orch.WAIT_FOR_LOCK_SECONDS
+        )
 
     @task(pool=orch.WRITER_POOL, map_index_template="{{ delivery_id }}", **orch.FILE_TASK_ARGS)
     def apply_delivery(delivery: str) -> dict:
         """Check and apply one delivery; fail with the reason if it is refused."""
         get_current_context()["delivery_id"] = delivery
         with orch.refusals_fail_at_once():
-            outcome = pipeline.apply_delivery(orch.warehouse_paths(), orch.landing_dir(),
-                                              delivery, orch.WAIT_FOR_LOCK_SECONDS)
+            outcome = pipeline.apply_delivery(
+                orch.warehouse_paths(), orch.landing_dir(), delivery, orch.WAIT_FOR_LOCK_SECONDS
+            )
         if outcome.status == "refused":
             raise AirflowFailException(f"delivery {delivery} refused: {outcome.reason}")
-        return {"delivery_id": outcome.delivery_id, "status": outcome.status,
-                "quarantined": outcome.quarantined}
+        return {
+            "delivery_id": outcome.delivery_id,
+            "status": outcome.status,
+            "quarantined": outcome.quarantined,
+        }
 
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[orch.EXTRACTS_ASSET])
     def announce_applied(outcomes: list[dict]) -> list[str]:
@@ -71,8 +76,10 @@ def sprx_extracts():
         done = {o["delivery_id"] for o in outcomes if o}
         refused = [d for d in pending if d not in done]
         if refused:
-            raise AirflowFailException(f"{len(refused)} delivery(ies) not applied: "
-                                       f"{', '.join(refused)}; see audit.deliveries")
+            raise AirflowFailException(
+                f"{len(refused)} delivery(ies) not applied: "
+                f"{', '.join(refused)}; see audit.deliveries"
+            )
 
     pending = find_new_deliveries()
     outcomes = apply_delivery.expand(delivery=pending)

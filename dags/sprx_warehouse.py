@@ -55,26 +55,31 @@ def sprx_warehouse():
     def start_build() -> str:
         """Activate the verified codelist and record the build."""
         with orch.refusals_fail_at_once():
-            pipeline.ensure_codelists(paths, orch.codelist_source(),
-                                      config.default_codelist_pins(), orch.WAIT_FOR_LOCK_SECONDS)
-            build_id, _ = pipeline.start_build(paths, wait_seconds=orch.WAIT_FOR_LOCK_SECONDS,
-                                               engine=engine)
+            pipeline.ensure_codelists(
+                paths,
+                orch.codelist_source(),
+                config.default_codelist_pins(),
+                orch.WAIT_FOR_LOCK_SECONDS,
+            )
+            build_id, _ = pipeline.start_build(
+                paths, wait_seconds=orch.WAIT_FOR_LOCK_SECONDS, engine=engine
+            )
         return build_id
 
     @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
     def check_loaded(build_id: str) -> str:
         """Great Expectations over the loaded tables; nothing is built past a failure."""
         with orch.refusals_fail_at_once():
-            report = pipeline.quality_gate(paths, "loaded", build_id, scoped=True,
-                                           wait_seconds=orch.WAIT_FOR_LOCK_SECONDS)
+            report = pipeline.quality_gate(
+                paths, "loaded", build_id, scoped=True, wait_seconds=orch.WAIT_FOR_LOCK_SECONDS
+            )
         return report.summary()
 
     @task(pool=orch.WRITER_POOL, retries=0)
     def spark_build(build_id: str) -> str:
         """`dbt build` every model and test on Spark, then copy the marts back."""
         with orch.refusals_fail_at_once():
-            report = pipeline.run_opened_build(paths, build_id, "spark",
-                                               orch.WAIT_FOR_LOCK_SECONDS)
+            report = pipeline.run_opened_build(paths, build_id, "spark", orch.WAIT_FOR_LOCK_SECONDS)
         return f"{report.passed} dbt nodes built on Spark in {report.dbt_seconds:.0f} s"
 
     @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
@@ -82,8 +87,9 @@ def sprx_warehouse():
         """Great Expectations over the marts, and row accounting; nothing is published past
         a failure. (dbt's own tests ran with each model in `dbt_build`.)"""
         with orch.refusals_fail_at_once():
-            report = pipeline.quality_gate(paths, "marts", build_id, scoped=True,
-                                           wait_seconds=orch.WAIT_FOR_LOCK_SECONDS)
+            report = pipeline.quality_gate(
+                paths, "marts", build_id, scoped=True, wait_seconds=orch.WAIT_FOR_LOCK_SECONDS
+            )
         return report.summary()
 
     @task(pool=orch.WRITER_POOL, outlets=[orch.WAREHOUSE_ASSET], **orch.FILE_TASK_ARGS)
@@ -102,8 +108,13 @@ def sprx_warehouse():
     else:
         dbt_build = DbtTaskGroup(group_id="dbt_build", **orch.cosmos_task_group_args(paths))
     gate = quality_gate(build_id)
-    check_loaded(build_id) >> dbt_build >> gate >> publish(build_id) >> close_build(
-        build_id).as_teardown(setups=build_id)
+    (
+        check_loaded(build_id)
+        >> dbt_build
+        >> gate
+        >> publish(build_id)
+        >> close_build(build_id).as_teardown(setups=build_id)
+    )
 
 
 sprx_warehouse()

@@ -28,8 +28,13 @@ def q(text: str) -> str:
 
 
 class AirflowUser:
-    def __init__(self, base_url: str, name: str | None = None, password: str | None = None,
-                 alive: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        name: str | None = None,
+        password: str | None = None,
+        alive: Callable[[], None] | None = None,
+    ) -> None:
         self.base_url, self.name, self._password = base_url.rstrip("/"), name, password
         self._alive = alive or (lambda: None)  # raises when the deployment has died
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -55,8 +60,9 @@ class AirflowUser:
         """Fetch a token with this user's password (no-op for the anonymous user)."""
         if self.name is None:
             return self
-        code, body = self._request("POST", "/auth/token",
-                                   {"username": self.name, "password": self._password})
+        code, body = self._request(
+            "POST", "/auth/token", {"username": self.name, "password": self._password}
+        )
         if code != 201:
             raise ApiError(f"login as {self.name} -> HTTP {code}: {body}")
         self._token = body["access_token"]
@@ -68,12 +74,13 @@ class AirflowUser:
     def api(self, method: str, path: str, body: Any = None) -> Any:
         code, payload = self._request(method, path, body)
         if code >= 400:
-            raise ApiError(f"{method} {path} as {self.name or 'anonymous'} -> HTTP {code}: "
-                           f"{str(payload)[:2000]}")
+            raise ApiError(
+                f"{method} {path} as {self.name or 'anonymous'} -> HTTP {code}: "
+                f"{str(payload)[:2000]}"
+            )
         return payload
 
-    def poll(self, fn: Callable[[], Any], what: str, timeout: float,
-             interval: float = 2.0) -> Any:
+    def poll(self, fn: Callable[[], Any], what: str, timeout: float, interval: float = 2.0) -> Any:
         """Call fn until it returns something other than None; a hang guard, not a timer."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
@@ -86,8 +93,10 @@ class AirflowUser:
             except (OSError, ApiError) as exc:
                 last = exc
             if time.monotonic() > deadline:
-                raise ApiError(f"gave up after {timeout:.0f} s waiting for {what}"
-                               + (f" (last error: {last})" if last else ""))
+                raise ApiError(
+                    f"gave up after {timeout:.0f} s waiting for {what}"
+                    + (f" (last error: {last})" if last else "")
+                )
             time.sleep(interval)
 
     # --- what the test asks ------------------------------------------------------------
@@ -99,12 +108,15 @@ class AirflowUser:
     def wait_healthy(self, timeout: float) -> dict:
         def healthy() -> dict | None:
             h = self.health()
-            ok = h and all((h.get(k) or {}).get("status") == "healthy"
-                           for k in ("metadatabase", "scheduler", "dag_processor"))
+            ok = h and all(
+                (h.get(k) or {}).get("status") == "healthy"
+                for k in ("metadatabase", "scheduler", "dag_processor")
+            )
             return h if ok else None
 
-        return self.poll(healthy, "the metadatabase, scheduler and dag-processor to be healthy",
-                         timeout)
+        return self.poll(
+            healthy, "the metadatabase, scheduler and dag-processor to be healthy", timeout
+        )
 
     def wait_for_dag(self, dag_id: str, timeout: float) -> dict:
         def parsed() -> dict | None:
@@ -114,22 +126,32 @@ class AirflowUser:
         return self.poll(parsed, f"DAG {dag_id} to be parsed", timeout)
 
     def unpause(self, dag_id: str) -> dict:
-        return self.api("PATCH", f"/api/v2/dags/{q(dag_id)}?update_mask=is_paused",
-                        {"is_paused": False})
+        return self.api(
+            "PATCH", f"/api/v2/dags/{q(dag_id)}?update_mask=is_paused", {"is_paused": False}
+        )
 
     def trigger(self, dag_id: str) -> dict:
-        return self.api("POST", f"/api/v2/dags/{q(dag_id)}/dagRuns",
-                        {"logical_date": None, "conf": {}})
+        return self.api(
+            "POST", f"/api/v2/dags/{q(dag_id)}/dagRuns", {"logical_date": None, "conf": {}}
+        )
 
     def dag_runs(self, dag_id: str) -> list[dict]:
-        return self.api("GET", f"/api/v2/dags/{q(dag_id)}/dagRuns?order_by=id&limit=100"
-                        )["dag_runs"]
+        return self.api("GET", f"/api/v2/dags/{q(dag_id)}/dagRuns?order_by=id&limit=100")[
+            "dag_runs"
+        ]
 
-    def wait_for_new_run(self, dag_id: str, run_type: str, timeout: float,
-                         exclude: frozenset[str] = frozenset()) -> dict:
+    def wait_for_new_run(
+        self, dag_id: str, run_type: str, timeout: float, exclude: frozenset[str] = frozenset()
+    ) -> dict:
         def found() -> dict | None:
-            return next((r for r in self.dag_runs(dag_id) if r["run_type"] == run_type
-                         and r["dag_run_id"] not in exclude), None)
+            return next(
+                (
+                    r
+                    for r in self.dag_runs(dag_id)
+                    if r["run_type"] == run_type and r["dag_run_id"] not in exclude
+                ),
+                None,
+            )
 
         return self.poll(found, f"a {run_type} run of {dag_id}", timeout)
 
@@ -143,12 +165,19 @@ class AirflowUser:
         return self.poll(finished, f"run {run_id} of {dag_id} to finish", timeout, interval=5)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self.api("GET", f"/api/v2/dags/{q(dag_id)}/dagRuns/{q(run_id)}/taskInstances"
-                        "?limit=100&order_by=map_index")["task_instances"]
+        return self.api(
+            "GET",
+            f"/api/v2/dags/{q(dag_id)}/dagRuns/{q(run_id)}/taskInstances"
+            "?limit=100&order_by=map_index",
+        )["task_instances"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         """The log's events as lines of text (the API returns them as JSON records)."""
-        log = self.api("GET", f"/api/v2/dags/{q(dag_id)}/dagRuns/{q(run_id)}/taskInstances/"
-                              f"{q(task_id)}/logs/{try_number}?full_content=true")
-        return "\n".join(str(e.get("event", e)) if isinstance(e, dict) else str(e)
-                         for e in log["content"])
+        log = self.api(
+            "GET",
+            f"/api/v2/dags/{q(dag_id)}/dagRuns/{q(run_id)}/taskInstances/"
+            f"{q(task_id)}/logs/{try_number}?full_content=true",
+        )
+        return "\n".join(
+            str(e.get("event", e)) if isinstance(e, dict) else str(e) for e in log["content"]
+        )

@@ -139,12 +139,17 @@ def _find_pg_bin(explicit: str | os.PathLike | None) -> Path:
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(Exception):
-            candidates.append(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                             timeout=10).stdout.strip())
+            candidates.append(
+                subprocess.run(
+                    [pg_config, "--bindir"], capture_output=True, text=True, timeout=10
+                ).stdout.strip()
+            )
     if shutil.which("initdb"):
         candidates.append(str(Path(shutil.which("initdb")).parent))
     for c in candidates:
-        if c and all((Path(c) / b).is_file() for b in ("initdb", "postgres", "pg_ctl", "pg_isready")):
+        if c and all(
+            (Path(c) / b).is_file() for b in ("initdb", "postgres", "pg_ctl", "pg_isready")
+        ):
             return Path(c)
     raise HarnessError(
         "PostgreSQL server binaries (initdb, postgres, pg_ctl) not found; looked in "
@@ -254,8 +259,11 @@ class AirflowDeployment:
         self._run_cli(["db", "migrate"], "db-migrate", timeout=max(self.startup_timeout, 300))
         self.timings["db_migrate"] = time.monotonic() - t0
         for name, slots in self.pools.items():
-            self._run_cli(["pools", "set", name, str(int(slots)), f"harness pool {name}"],
-                          f"pool-{name}", timeout=120)
+            self._run_cli(
+                ["pools", "set", name, str(int(slots)), f"harness pool {name}"],
+                f"pool-{name}",
+                timeout=120,
+            )
 
         self._start_api_server()
         self.timings["api_server"] = time.monotonic() - t0
@@ -327,8 +335,19 @@ class AirflowDeployment:
             pw = pwd.getpwnam(self._pg_user_name)
         except KeyError:
             useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-            subprocess.run([useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                            self._pg_user_name], check=True, capture_output=True, timeout=30)
+            subprocess.run(
+                [
+                    useradd,
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    self._pg_user_name,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
             pw = pwd.getpwnam(self._pg_user_name)
         self._pg_ids = (pw.pw_uid, pw.pw_gid)
 
@@ -347,9 +366,23 @@ class AirflowDeployment:
         logf = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
 
         initdb = subprocess.run(
-            [str(self._pg_bin / "initdb"), "-D", str(data), "-U", "airflow", "-A", "trust", "-E", "UTF8",
-             "--no-locale", "--no-sync"],
-            stdout=logf, stderr=subprocess.STDOUT, env=self._pg_env(), timeout=120,
+            [
+                str(self._pg_bin / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "airflow",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=self._pg_env(),
+            timeout=120,
             **self._pg_popen_kwargs(),
         )
         if initdb.returncode != 0:
@@ -363,19 +396,51 @@ class AirflowDeployment:
         for _attempt in range(3):
             port = free_port()
             popen = subprocess.Popen(
-                [str(self._pg_bin / "postgres"), "-D", str(data), "-p", str(port),
-                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sock}",
-                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=200"],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=self._pg_env(),
-                start_new_session=True, **self._pg_popen_kwargs(),
+                [
+                    str(self._pg_bin / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"unix_socket_directories={sock}",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=self._pg_env(),
+                start_new_session=True,
+                **self._pg_popen_kwargs(),
             )
             self._pg = _Component("postgres", popen, log_path, logf)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and popen.poll() is None:
                 ready = subprocess.run(
-                    [str(self._pg_bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow",
-                     "-d", "postgres", "-t", "2"], capture_output=True, timeout=10,
+                    [
+                        str(self._pg_bin / "pg_isready"),
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                        "-U",
+                        "airflow",
+                        "-d",
+                        "postgres",
+                        "-t",
+                        "2",
+                    ],
+                    capture_output=True,
+                    timeout=10,
                 )
                 if ready.returncode == 0:
                     self.pg_port = port
@@ -392,8 +457,20 @@ class AirflowDeployment:
             raise HarnessError(f"PostgreSQL failed to start:\n{last_error}")
 
         created = subprocess.run(
-            [str(self._pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "airflow",
-             "airflow"], capture_output=True, text=True, timeout=60, env=self._pg_env(),
+            [
+                str(self._pg_bin / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.pg_port),
+                "-U",
+                "airflow",
+                "airflow",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self._pg_env(),
         )
         if created.returncode != 0:
             raise HarnessError(f"createdb airflow failed: {created.stderr}\n{tail(log_path)}")
@@ -406,9 +483,21 @@ class AirflowDeployment:
         data = self._pg_root / "data" if self._pg_root else None
         try:
             subprocess.run(
-                [str(self._pg_bin / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w", "-t",
-                 str(int(self.stop_timeout))],
-                stdout=pg.logf, stderr=subprocess.STDOUT, env=self._pg_env(), timeout=self.stop_timeout + 10,
+                [
+                    str(self._pg_bin / "pg_ctl"),
+                    "stop",
+                    "-D",
+                    str(data),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    str(int(self.stop_timeout)),
+                ],
+                stdout=pg.logf,
+                stderr=subprocess.STDOUT,
+                env=self._pg_env(),
+                timeout=self.stop_timeout + 10,
                 **self._pg_popen_kwargs(),
             )
         except Exception:  # noqa: BLE001 - fall back to signals below
@@ -430,37 +519,38 @@ class AirflowDeployment:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         api = f"http://127.0.0.1:{self.api_port}"
         no_proxy = ",".join(filter(None, ["127.0.0.1", "localhost", env.get("NO_PROXY", "")]))
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW_CONFIG": str(self.home / "airflow.cfg"),
-            "AIRFLOW_HARNESS_ID": self.marker,
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sql_alchemy_conn or "",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__AUTH_MANAGER":
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
-            "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.api_port),
-            "AIRFLOW__API__BASE_URL": api,
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
-            "PYTHONUNBUFFERED": "1",
-            "NO_PROXY": no_proxy,
-            "no_proxy": no_proxy,
-            "SCARF_ANALYTICS": "false",
-            "DO_NOT_TRACK": "true",
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW_CONFIG": str(self.home / "airflow.cfg"),
+                "AIRFLOW_HARNESS_ID": self.marker,
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sql_alchemy_conn or "",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+                "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__API__BASE_URL": api,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+                "PYTHONUNBUFFERED": "1",
+                "NO_PROXY": no_proxy,
+                "no_proxy": no_proxy,
+                "SCARF_ANALYTICS": "false",
+                "DO_NOT_TRACK": "true",
+            }
+        )
         env.update(self.extra_env)
         return env
 
@@ -469,43 +559,82 @@ class AirflowDeployment:
 
     def run_cli(self, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
         """Run ``airflow <args>`` against this deployment. Raises HarnessError on failure."""
-        return self._run_cli(args, "cli-" + "-".join(a for a in args[:2] if a.isidentifier()), timeout)
+        return self._run_cli(
+            args, "cli-" + "-".join(a for a in args[:2] if a.isidentifier()), timeout
+        )
 
-    def _run_cli(self, args: list[str], logname: str, timeout: float) -> subprocess.CompletedProcess:
+    def _run_cli(
+        self, args: list[str], logname: str, timeout: float
+    ) -> subprocess.CompletedProcess:
         log_path = self.logs / f"{logname}.log"
         with open(log_path, "ab") as logf:
             try:
-                proc = subprocess.run(self._airflow_cmd(*args), env=self.env, stdout=logf,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      timeout=timeout, cwd=str(self.workdir), start_new_session=True)
+                proc = subprocess.run(
+                    self._airflow_cmd(*args),
+                    env=self.env,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    timeout=timeout,
+                    cwd=str(self.workdir),
+                    start_new_session=True,
+                )
             except subprocess.TimeoutExpired:
-                raise HarnessError(f"`airflow {' '.join(args)}` timed out after {timeout:.0f} s:\n"
-                                   f"{tail(log_path)}") from None
+                raise HarnessError(
+                    f"`airflow {' '.join(args)}` timed out after {timeout:.0f} s:\n{tail(log_path)}"
+                ) from None
         if proc.returncode != 0:
-            raise HarnessError(f"`airflow {' '.join(args)}` failed (rc={proc.returncode}):\n{tail(log_path)}")
+            raise HarnessError(
+                f"`airflow {' '.join(args)}` failed (rc={proc.returncode}):\n{tail(log_path)}"
+            )
         return proc
 
     def _spawn(self, name: str, cmd: list[str]) -> _Component:
         log_path = self.logs / f"{name}.log"
         logf = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        popen = subprocess.Popen(cmd, env=self.env, stdout=logf, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, cwd=str(self.workdir), start_new_session=True)
+        popen = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=str(self.workdir),
+            start_new_session=True,
+        )
         comp = _Component(name, popen, log_path, logf)
         self._components.append(comp)
         return comp
 
     def _start_api_server(self) -> None:
         for attempt in range(3):
-            comp = self._spawn("api-server", self._airflow_cmd(
-                "api-server", "--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"))
+            comp = self._spawn(
+                "api-server",
+                self._airflow_cmd(
+                    "api-server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.api_port),
+                    "--workers",
+                    "1",
+                ),
+            )
             try:
-                self._poll(lambda: self._health_or_none(), "api-server to answer /api/v2/monitor/health",
-                           self.startup_timeout, logs=[comp.log])
+                self._poll(
+                    lambda: self._health_or_none(),
+                    "api-server to answer /api/v2/monitor/health",
+                    self.startup_timeout,
+                    logs=[comp.log],
+                )
                 self._token = self._fetch_token()
                 return
             except HarnessError:
                 text = tail(comp.log, 200)
-                if comp.popen.poll() is None or "address already in use" not in text.lower() or attempt == 2:
+                if (
+                    comp.popen.poll() is None
+                    or "address already in use" not in text.lower()
+                    or attempt == 2
+                ):
                     raise
                 # Lost a port race: pick a new port (the execution API URL changes with it) and retry.
                 self._terminate([comp], 10)
@@ -518,7 +647,9 @@ class AirflowDeployment:
             h = self._health_or_none()
             if not h:
                 return None
-            wanted = ["metadatabase", "scheduler", "dag_processor"] + (["triggerer"] if self.start_triggerer else [])
+            wanted = ["metadatabase", "scheduler", "dag_processor"] + (
+                ["triggerer"] if self.start_triggerer else []
+            )
             return h if all((h.get(k) or {}).get("status") == "healthy" for k in wanted) else None
 
         self._poll(ready, "scheduler and dag-processor to report healthy", self.startup_timeout)
@@ -572,7 +703,10 @@ class AirflowDeployment:
         out = []
         for p in psutil.process_iter(["pid"]):
             with contextlib.suppress(psutil.Error):
-                if p.environ().get("AIRFLOW_HARNESS_ID", "").startswith(self.marker) and p.pid != os.getpid():
+                if (
+                    p.environ().get("AIRFLOW_HARNESS_ID", "").startswith(self.marker)
+                    and p.pid != os.getpid()
+                ):
                     out.append(p)
         return out
 
@@ -582,14 +716,23 @@ class AirflowDeployment:
         for c in [*self._components, *([self._pg] if self._pg else [])]:
             rc = c.popen.poll()
             if rc is not None:
-                raise HarnessError(f"{c.name} exited unexpectedly (rc={rc}); last lines of {c.log}:\n{tail(c.log)}")
+                raise HarnessError(
+                    f"{c.name} exited unexpectedly (rc={rc}); last lines of {c.log}:\n{tail(c.log)}"
+                )
 
     def _log_tails(self, logs: Iterable[Path] | None = None, lines: int = 40) -> str:
         paths = list(logs) if logs is not None else [c.log for c in self._components]
         return "\n".join(f"----- tail of {p} -----\n{tail(p, lines)}" for p in paths)
 
-    def _poll(self, fn: Callable[[], Any], what: str, timeout: float, interval: float = 1.0,
-              logs: Iterable[Path] | None = None, extra: Callable[[], str] | None = None) -> Any:
+    def _poll(
+        self,
+        fn: Callable[[], Any],
+        what: str,
+        timeout: float,
+        interval: float = 1.0,
+        logs: Iterable[Path] | None = None,
+        extra: Callable[[], str] | None = None,
+    ) -> Any:
         deadline = time.monotonic() + timeout
         last_exc: BaseException | None = None
         while True:
@@ -623,12 +766,16 @@ class AirflowDeployment:
     def _fetch_token(self) -> str | None:
         try:
             return self._raw("GET", "/auth/token", auth=False)["access_token"]
-        except urllib.error.HTTPError as exc:  # not all-admins: fall back to the middleware-less path
+        except (
+            urllib.error.HTTPError
+        ) as exc:  # not all-admins: fall back to the middleware-less path
             if exc.code in (403, 404, 405):
                 return None
             raise
 
-    def _raw(self, method: str, path: str, body: Any = None, auth: bool = True, timeout: float = 30) -> Any:
+    def _raw(
+        self, method: str, path: str, body: Any = None, auth: bool = True, timeout: float = 30
+    ) -> Any:
         url = f"http://127.0.0.1:{self.api_port}{path}"
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(url, data=data, method=method)
@@ -683,14 +830,22 @@ class AirflowDeployment:
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
         """Wait until the dag-processor has parsed ``dag_id`` and return its DAG record."""
+
         def extra() -> str:
             return "Import errors: " + json.dumps(self.import_errors(), indent=1)[:4000]
 
-        return self._poll(lambda: self.get_dag(dag_id), f"DAG {dag_id!r} to be parsed", timeout,
-                          logs=[self.logs / "dag-processor.log", self.logs / "scheduler.log"], extra=extra)
+        return self._poll(
+            lambda: self.get_dag(dag_id),
+            f"DAG {dag_id!r} to be parsed",
+            timeout,
+            logs=[self.logs / "dag-processor.log", self.logs / "scheduler.log"],
+            extra=extra,
+        )
 
     def unpause(self, dag_id: str) -> None:
-        dag = self.api("PATCH", f"/api/v2/dags/{self._q(dag_id)}?update_mask=is_paused", {"is_paused": False})
+        dag = self.api(
+            "PATCH", f"/api/v2/dags/{self._q(dag_id)}?update_mask=is_paused", {"is_paused": False}
+        )
         if dag.get("is_paused"):
             raise HarnessError(f"DAG {dag_id} is still paused after PATCH: {dag}")
 
@@ -707,6 +862,7 @@ class AirflowDeployment:
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
         """Wait until the run is ``success`` or ``failed``; return that state."""
+
         def final():
             state = self.dag_run(dag_id, run_id)["state"]
             return state if state in FINAL_RUN_STATES else None
@@ -714,21 +870,29 @@ class AirflowDeployment:
         def extra() -> str:
             tis = self.task_instances(dag_id, run_id)
             return "Task instances: " + ", ".join(
-                f"{t['task_id']}[{t['map_index']}]={t['state']}" for t in tis)
+                f"{t['task_id']}[{t['map_index']}]={t['state']}" for t in tis
+            )
 
         return self._poll(final, f"run {dag_id}/{run_id} to finish", timeout, extra=extra)
 
     def dag_runs(self, dag_id: str) -> list[dict]:
         return self._paged(f"/api/v2/dags/{self._q(dag_id)}/dagRuns?order_by=id", "dag_runs")
 
-    def wait_for_new_run(self, dag_id: str, run_type: str | None = None, timeout: float = 120,
-                         exclude: Iterable[str] = ()) -> dict:
+    def wait_for_new_run(
+        self,
+        dag_id: str,
+        run_type: str | None = None,
+        timeout: float = 120,
+        exclude: Iterable[str] = (),
+    ) -> dict:
         """Wait for a run of ``dag_id`` (e.g. ``run_type="asset_triggered"``) not in ``exclude``."""
         excluded = set(exclude)
 
         def found():
             for r in self.dag_runs(dag_id):
-                if r["dag_run_id"] not in excluded and (run_type is None or r["run_type"] == run_type):
+                if r["dag_run_id"] not in excluded and (
+                    run_type is None or r["run_type"] == run_type
+                ):
                     return r
             return None
 
@@ -738,7 +902,8 @@ class AirflowDeployment:
         """All task instances of a run, including every map index of mapped tasks."""
         return self._paged(
             f"/api/v2/dags/{self._q(dag_id)}/dagRuns/{self._q(run_id)}/taskInstances?order_by=map_index",
-            "task_instances")
+            "task_instances",
+        )
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -30,8 +30,9 @@ def read_warehouse(path: str) -> dict:
     except duckdb.Error as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     try:
-        tables = con.execute("select schema_name, table_name from duckdb_tables() "
-                             "order by all").fetchall()
+        tables = con.execute(
+            "select schema_name, table_name from duckdb_tables() order by all"
+        ).fetchall()
         found = {}
         for schema, table in tables:
             rows = con.execute(f'select * from {schema}."{table}"').fetchall()
@@ -53,5 +54,12 @@ def read_parquet(folder: str) -> dict:
 
 if __name__ == "__main__":
     warehouse, parquet = sys.argv[1:3]
-    print(json.dumps({"duckdb": duckdb.__version__, **read_warehouse(warehouse),
-                      "parquet": read_parquet(parquet)}))
+    print(
+        json.dumps(
+            {
+                "duckdb": duckdb.__version__,
+                **read_warehouse(warehouse),
+                "parquet": read_parquet(parquet),
+            }
+        )
+    )

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from tiny_extract import write_tiny_extract
 
 from sprx_pipeline import pipeline
 from sprx_pipeline.config import DEFAULT_CODELIST_DIR, WarehousePaths
-from tiny_extract import write_tiny_extract
 
 
 @dataclass(frozen=True)

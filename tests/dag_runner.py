@@ -15,7 +15,11 @@ import sys
 def task_states(dag_run) -> dict[str, str]:
     states = {}
     for ti in dag_run.get_task_instances():
-        name = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index or ti.map_index}]"
+        name = (
+            ti.task_id
+            if ti.map_index < 0
+            else f"{ti.task_id}[{ti.rendered_map_index or ti.map_index}]"
+        )
         states[name] = str(ti.state)
     return states
 
@@ -24,8 +28,11 @@ def main(dag_ids: list[str]) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag()
-    result = {"import_errors": {k: v[-2000:] for k, v in bag.import_errors.items()},
-              "dags": sorted(bag.dag_ids), "runs": {}}
+    result = {
+        "import_errors": {k: v[-2000:] for k, v in bag.import_errors.items()},
+        "dags": sorted(bag.dag_ids),
+        "runs": {},
+    }
     for dag_id in dag_ids:
         run = bag.get_dag(dag_id).test()
         result["runs"][dag_id] = {"state": str(run.state), "tasks": task_states(run)}

@@ -32,7 +32,9 @@ def write_table(folder: Path, table: str, rows: Rows, fmt: str = "csv") -> Path:
     columns = (DELETIONS if table == DELETIONS.name else TABLES[table]).column_names
     if fmt == "parquet":
         path = folder / f"{table}.parquet"
-        data = {c: [None if r[i] is None else str(r[i]) for r in rows] for i, c in enumerate(columns)}
+        data = {
+            c: [None if r[i] is None else str(r[i]) for r in rows] for i, c in enumerate(columns)
+        }
         pq.write_table(pa.table(data, schema=pa.schema([(c, pa.string()) for c in columns])), path)
         return path
     payload = csv_bytes(columns, rows)
@@ -45,9 +47,16 @@ def write_table(folder: Path, table: str, rows: Rows, fmt: str = "csv") -> Path:
     return path
 
 
-def write_delivery(landing: Path, delivery_id: str, extracted_at: str, source_system: str,
-                   practices: Sequence[str], tables: dict[str, Rows], kind: str = "full",
-                   fmt: str = "csv") -> Path:
+def write_delivery(
+    landing: Path,
+    delivery_id: str,
+    extracted_at: str,
+    source_system: str,
+    practices: Sequence[str],
+    tables: dict[str, Rows],
+    kind: str = "full",
+    fmt: str = "csv",
+) -> Path:
     """Write a delivery folder with its manifest; tables not given are written empty."""
     folder = landing / delivery_id
     folder.mkdir(parents=True)
@@ -56,9 +65,16 @@ def write_delivery(landing: Path, delivery_id: str, extracted_at: str, source_sy
     for table in names:
         rows = tables.get(table, [])
         files[table] = file_entry(write_table(folder, table, rows, fmt), len(rows))
-    write_manifest(folder, {
-        "contract_version": CONTRACT_VERSION, "delivery_id": delivery_id,
-        "extracted_at": extracted_at, "kind": kind, "source_system": source_system,
-        "practices": list(practices), "files": files,
-    })
+    write_manifest(
+        folder,
+        {
+            "contract_version": CONTRACT_VERSION,
+            "delivery_id": delivery_id,
+            "extracted_at": extracted_at,
+            "kind": kind,
+            "source_system": source_system,
+            "practices": list(practices),
+            "files": files,
+        },
+    )
     return folder

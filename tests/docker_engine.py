@@ -38,8 +38,13 @@ from sprx_pipeline.config import PROJECT_ROOT
 
 STATE_DIR = PROJECT_ROOT / "data" / "docker-test"
 DEBIAN_PACKAGES = ("docker.io", "docker-compose", "debootstrap")
-BASE_PACKAGES = ("python3.11", "python3.11-venv", "python3-distutils", "ca-certificates",
-                 "postgresql-15")
+BASE_PACKAGES = (
+    "python3.11",
+    "python3.11-venv",
+    "python3-distutils",
+    "ca-certificates",
+    "postgresql-15",
+)
 SUITE = "bookworm"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 START_SECONDS = 90
@@ -79,25 +84,46 @@ def say(message: str) -> None:
     print(f"[compose test {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run(args: list[str], timeout: float, env: dict[str, str] | None = None,
-        input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    args: list[str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
     """Run a command, raising DockerError with the tail of its output when it fails."""
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
-                              input=input, stdin=None if input is not None else subprocess.DEVNULL)
+        done = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired as exc:
-        raise DockerError(f"`{' '.join(args[:6])} ...` did not finish in {timeout:.0f} s:\n"
-                          f"{(exc.stdout or '')[-3000:]}{(exc.stderr or '')[-3000:]}") from None
+        raise DockerError(
+            f"`{' '.join(args[:6])} ...` did not finish in {timeout:.0f} s:\n"
+            f"{(exc.stdout or '')[-3000:]}{(exc.stderr or '')[-3000:]}"
+        ) from None
     if check and done.returncode != 0:
-        raise DockerError(f"`{' '.join(args[:8])}` failed ({done.returncode}):\n"
-                          f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise DockerError(
+            f"`{' '.join(args[:8])}` failed ({done.returncode}):\n"
+            f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return done
 
 
 def install_debian_packages() -> None:
     """docker.io, docker-compose and debootstrap from Debian's registry, when missing."""
-    missing = [p for p, tool in zip(DEBIAN_PACKAGES, ("dockerd", "docker-compose", "debootstrap"))
-               if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+    missing = [
+        p
+        for p, tool in zip(
+            DEBIAN_PACKAGES, ("dockerd", "docker-compose", "debootstrap"), strict=True
+        )
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
+    ]
     if not missing:
         return
     if os.geteuid() != 0:
@@ -105,8 +131,11 @@ def install_debian_packages() -> None:
     say(f"installing {', '.join(missing)} from Debian's packages")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     run(["apt-get", "update", "-qq"], timeout=600, env=env)
-    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], timeout=900,
-        env=env)
+    run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        timeout=900,
+        env=env,
+    )
 
 
 def docker_cli() -> str:
@@ -132,19 +161,26 @@ class DockerEngine:
         """The environment for docker and docker-compose: this engine, no proxy to loopback,
         and none of the caller's settings that compose would interpolate into the files, nor
         a PYTHONPATH for docker-compose's own (Debian's) Python."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("SPRX_", "AIRFLOW", "POSTGRES", "PYTHON", "COMPOSE_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SPRX_", "AIRFLOW", "POSTGRES", "PYTHON", "COMPOSE_"))
+        }
         return {**env, "DOCKER_HOST": self.host, "NO_PROXY": "127.0.0.1,localhost"}
 
-    def docker(self, *args: str, timeout: float = 120, input: str | None = None,
-               check: bool = True) -> subprocess.CompletedProcess:
-        return run([docker_cli(), *args], timeout=timeout, env=self.env, input=input,
-                   check=check)
+    def docker(
+        self, *args: str, timeout: float = 120, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        return run([docker_cli(), *args], timeout=timeout, env=self.env, input=input, check=check)
 
     def answers(self, host: str) -> bool:
         self.host = host
-        return self.docker("version", "--format", "{{.Server.Version}}", timeout=30,
-                           check=False).returncode == 0
+        return (
+            self.docker(
+                "version", "--format", "{{.Server.Version}}", timeout=30, check=False
+            ).returncode
+            == 0
+        )
 
     def start(self) -> DockerEngine:
         install_debian_packages()
@@ -159,8 +195,9 @@ class DockerEngine:
         for driver in ("overlay2", "vfs"):
             if self._start_dockerd(driver):
                 return self
-        raise DockerError("dockerd did not start with overlay2 or vfs; its log:\n"
-                          + self._log_tail())
+        raise DockerError(
+            "dockerd did not start with overlay2 or vfs; its log:\n" + self._log_tail()
+        )
 
     def _start_dockerd(self, driver: str) -> bool:
         """Start dockerd on a private socket; False if it exits (say, overlay2 cannot mount)."""
@@ -172,11 +209,22 @@ class DockerEngine:
         log = open(self.run_dir / "dockerd.log", "wb")  # noqa: SIM115 - closed in stop()
         say(f"starting dockerd ({driver}, no bridge, no iptables; data in {data_root})")
         self.process = subprocess.Popen(
-            ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false",
-             f"--storage-driver={driver}", f"--host={self.host}", f"--data-root={data_root}",
-             f"--exec-root={self.run_dir}/exec", f"--pidfile={self.run_dir}/docker.pid"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                "dockerd",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+                f"--storage-driver={driver}",
+                f"--host={self.host}",
+                f"--data-root={data_root}",
+                f"--exec-root={self.run_dir}/exec",
+                f"--pidfile={self.run_dir}/docker.pid",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
@@ -226,18 +274,25 @@ class DockerEngine:
 
 # --- the local base image ------------------------------------------------------------------
 
+
 def apt_mirror() -> str:
     """The Debian mirror this machine's apt uses for `bookworm` (deb822 or one-line sources)."""
-    sources = [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"),
-               *sorted(Path("/etc/apt/sources.list.d").glob("*.sources")),
-               *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
+    sources = [
+        Path("/etc/apt/sources.list.d/debian.sources"),
+        Path("/etc/apt/sources.list"),
+        *sorted(Path("/etc/apt/sources.list.d").glob("*.sources")),
+        *sorted(Path("/etc/apt/sources.list.d").glob("*.list")),
+    ]
     for path in sources:
         with contextlib.suppress(OSError):
             text = path.read_text()
             for stanza in re.split(r"\n\s*\n", text):
                 uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
-                if uris and re.search(rf"^Suites:.*\b{SUITE}\b", stanza, re.M) \
-                        and "security" not in uris.group(1):
+                if (
+                    uris
+                    and re.search(rf"^Suites:.*\b{SUITE}\b", stanza, re.M)
+                    and "security" not in uris.group(1)
+                ):
                     return uris.group(1)
             line = re.search(rf"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+{SUITE}\s", text, re.M)
             if line:
@@ -247,8 +302,13 @@ def apt_mirror() -> str:
 
 def base_key() -> str:
     """What goes into the base file system; a change of any of it makes a new image."""
-    parts = [SUITE, " ".join(BASE_PACKAGES), ROOTFS_SETUP, "\n".join(IMAGE_CONFIG),
-             hashlib.sha256(HOST_CA_BUNDLE.read_bytes()).hexdigest()]
+    parts = [
+        SUITE,
+        " ".join(BASE_PACKAGES),
+        ROOTFS_SETUP,
+        "\n".join(IMAGE_CONFIG),
+        hashlib.sha256(HOST_CA_BUNDLE.read_bytes()).hexdigest(),
+    ]
     return hashlib.sha256("\n--\n".join(parts).encode()).hexdigest()[:12]
 
 
@@ -256,13 +316,22 @@ def _build_rootfs_tarball(tarball: Path) -> None:
     rootfs = tarball.with_name(f".{tarball.stem}.rootfs")
     shutil.rmtree(rootfs, ignore_errors=True)
     mirror = apt_mirror()
-    say(f"debootstrap --variant=minbase {SUITE} with {', '.join(BASE_PACKAGES)} "
-        "(a minute or two)")
+    say(f"debootstrap --variant=minbase {SUITE} with {', '.join(BASE_PACKAGES)} (a minute or two)")
     started = time.monotonic()
     # Two stages, so that dpkg can skip its fsync per file while it configures the packages
     # (about half the time here); the setting is removed before the image is made.
-    run(["debootstrap", "--foreign", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-         SUITE, str(rootfs), mirror], timeout=1200)
+    run(
+        [
+            "debootstrap",
+            "--foreign",
+            "--variant=minbase",
+            f"--include={','.join(BASE_PACKAGES)}",
+            SUITE,
+            str(rootfs),
+            mirror,
+        ],
+        timeout=1200,
+    )
     unsafe_io = rootfs / "etc/dpkg/dpkg.cfg.d/sprx-unsafe-io"
     unsafe_io.parent.mkdir(parents=True, exist_ok=True)
     unsafe_io.write_text("force-unsafe-io\n")
@@ -274,8 +343,10 @@ def _build_rootfs_tarball(tarball: Path) -> None:
     run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], timeout=600)
     partial.rename(tarball)
     shutil.rmtree(rootfs, ignore_errors=True)
-    say(f"base file system: {tarball.stat().st_size / 2**20:.0f} MiB in "
-        f"{time.monotonic() - started:.0f} s")
+    say(
+        f"base file system: {tarball.stat().st_size / 2**20:.0f} MiB in "
+        f"{time.monotonic() - started:.0f} s"
+    )
 
 
 def base_image(engine: DockerEngine) -> str:
@@ -309,20 +380,26 @@ def free_port() -> int:
 
 # --- docker-compose ------------------------------------------------------------------------
 
+
 class Compose:
     """docker-compose (1.29) for one project, on one resolved file, against one engine."""
 
     def __init__(self, engine: DockerEngine, project: str, file: Path) -> None:
         self.engine, self.project, self.file = engine, project, file
 
-    def __call__(self, *args: str, timeout: float = 300, input: str | None = None,
-                 check: bool = True) -> subprocess.CompletedProcess:
-        return run(["docker-compose", "--ansi", "never", "-p", self.project, "-f", str(self.file),
-                    *args], timeout=timeout, env=self.engine.env, input=input, check=check)
+    def __call__(
+        self, *args: str, timeout: float = 300, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        return run(
+            ["docker-compose", "--ansi", "never", "-p", self.project, "-f", str(self.file), *args],
+            timeout=timeout,
+            env=self.engine.env,
+            input=input,
+            check=check,
+        )
 
     def logs(self, *services: str, lines: int = 60) -> str:
-        done = self("logs", "--no-color", "--tail", str(lines), *services, timeout=120,
-                    check=False)
+        done = self("logs", "--no-color", "--tail", str(lines), *services, timeout=120, check=False)
         return done.stdout[-12000:]
 
     def down(self) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import sys
+import time
 
 import duckdb
 
@@ -21,13 +21,19 @@ import duckdb
 def look(path: str) -> dict:
     with duckdb.connect(path, read_only=True) as con:
         build_id, published_at = con.execute(
-            "select build_id, published_at::varchar from meta.publication").fetchone()
+            "select build_id, published_at::varchar from meta.publication"
+        ).fetchone()
         (outcomes,) = con.execute("select count(*) from marts.sp_patient_outcomes").fetchone()
         (summarised,) = con.execute(
             "select patients from marts.sp_outcome_summary where cohort = 'referred' "
-            "and measure = 'consultations' and \"window\" = 'pre'").fetchone()
-    return {"build_id": build_id, "published_at": published_at, "outcomes": outcomes,
-            "summarised": summarised}
+            "and measure = 'consultations' and \"window\" = 'pre'"
+        ).fetchone()
+    return {
+        "build_id": build_id,
+        "published_at": published_at,
+        "outcomes": outcomes,
+        "summarised": summarised,
+    }
 
 
 def main(path: str, stop: str) -> None:

@@ -52,8 +52,10 @@ def assert_model_statistics_come_from_released_values(folder: Path) -> int:
     from sprx_pipeline.release import _ESTIMATE_EVENTS
 
     checked = 0
-    tables = {"sp_outcome_rates": lambda row: ("events",),
-              "sp_effect_estimates": lambda row: _ESTIMATE_EVENTS[row["estimate"]]}
+    tables = {
+        "sp_outcome_rates": lambda row: ("events",),
+        "sp_effect_estimates": lambda row: _ESTIMATE_EVENTS[row["estimate"]],
+    }
     for name, events in tables.items():
         for row in read_csv(folder / f"{name}.csv"):
             counts = [_number(row[f"{c}{disclosure.ROUNDED_SUFFIX}"]) for c in events(row)]
@@ -73,14 +75,16 @@ def assert_model_statistics_come_from_released_values(folder: Path) -> int:
             # The interval is taken around the unrounded estimate, so each end may differ from
             # one around the released estimate by the estimate's half unit, scaled by exp(z se).
             half_unit = 0.5 * 10 ** -len(row[column].partition(".")[2])
-            slack = 0.5 * 10 ** -digits + 1e-9 * upper
+            slack = 0.5 * 10**-digits + 1e-9 * upper
             assert abs(float(row["ci_lower"]) - lower) <= slack + half_unit * lower / estimate, row
             assert abs(float(row["ci_upper"]) - upper) <= slack + half_unit * upper / estimate, row
             checked += 1
     for row in read_csv(folder / "sp_covariate_balance.csv"):
-        for smd, (first, second) in {"smd_before": ("cases", "comparators"),
-                                     "smd_after": ("matched_cases", "controls"),
-                                     "smd_unmatched": ("unmatched_cases", "matched_cases")}.items():
+        for smd, (first, second) in {
+            "smd_before": ("cases", "comparators"),
+            "smd_after": ("matched_cases", "controls"),
+            "smd_unmatched": ("unmatched_cases", "matched_cases"),
+        }.items():
             if row[smd] == "":
                 continue
             x1, x0 = float(row[f"{first}_value"]), float(row[f"{second}_value"])

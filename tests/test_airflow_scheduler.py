@@ -12,10 +12,10 @@ import time
 
 import duckdb
 import pytest
-
 from airflow_harness import AirflowDeployment
-from sprx_pipeline.config import PROJECT_ROOT
 from tiny_extract import write_tiny_extract
+
+from sprx_pipeline.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow  # PostgreSQL comes from `make setup` (Debian's postgresql-15)
 
@@ -24,12 +24,20 @@ def test_scheduled_extracts_trigger_the_warehouse_build_through_the_asset(tmp_pa
     landing = tmp_path / "landing"
     landing.mkdir()
     warehouse = tmp_path / "warehouse" / "sprx.duckdb"
-    env = {"SPRX_LANDING_DIR": str(landing), "SPRX_WAREHOUSE_PATH": str(warehouse),
-           # Created paused, so that only the DAGs this test unpauses can run.
-           "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}
+    env = {
+        "SPRX_LANDING_DIR": str(landing),
+        "SPRX_WAREHOUSE_PATH": str(warehouse),
+        # Created paused, so that only the DAGs this test unpauses can run.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+    }
     started = time.monotonic()
-    with AirflowDeployment(PROJECT_ROOT / "dags", tmp_path / "airflow", env,
-                           pools={"sprx_duckdb": 1}, startup_timeout=240) as airflow:
+    with AirflowDeployment(
+        PROJECT_ROOT / "dags",
+        tmp_path / "airflow",
+        env,
+        pools={"sprx_duckdb": 1},
+        startup_timeout=240,
+    ) as airflow:
         for dag_id in ("sprx_warehouse", "sprx_extracts"):
             airflow.wait_for_dag(dag_id, timeout=240)
             airflow.unpause(dag_id)
@@ -41,19 +49,22 @@ def test_scheduled_extracts_trigger_the_warehouse_build_through_the_asset(tmp_pa
         write_tiny_extract(landing)  # deliveries arrive; an operator triggers a pull
         run_id = airflow.trigger("sprx_extracts")
         assert airflow.wait_for_run("sprx_extracts", run_id, timeout=300) == "success"
-        applied = {ti["rendered_map_index"]: ti["state"]
-                   for ti in airflow.task_instances("sprx_extracts", run_id)
-                   if ti["task_id"] == "apply_delivery"}
+        applied = {
+            ti["rendered_map_index"]: ti["state"]
+            for ti in airflow.task_instances("sprx_extracts", run_id)
+            if ti["task_id"] == "apply_delivery"
+        }
         assert applied == {"2019-06-30_tpp_001": "success", "2020-01-31_emis_001": "success"}
 
-        build = airflow.wait_for_new_run("sprx_warehouse", run_type="asset_triggered",
-                                         timeout=120)
+        build = airflow.wait_for_new_run("sprx_warehouse", run_type="asset_triggered", timeout=120)
         # A hang guard, not a speed target: 50 dbt tasks run one at a time through the
         # one-slot pool, about 20 s each on a 2-core machine shared with other test runs.
         state = airflow.wait_for_run("sprx_warehouse", build["dag_run_id"], timeout=1800)
         assert state == "success"
-        tasks = {ti["task_id"]: ti["state"]
-                 for ti in airflow.task_instances("sprx_warehouse", build["dag_run_id"])}
+        tasks = {
+            ti["task_id"]: ti["state"]
+            for ti in airflow.task_instances("sprx_warehouse", build["dag_run_id"])
+        }
         assert tasks["check_loaded"] == tasks["quality_gate"] == tasks["publish"] == "success"
         assert len([t for t in tasks if t.startswith("dbt_build.")]) == 50  # 47 models, 3 tests
     assert airflow.leftover_processes() == []

@@ -18,8 +18,11 @@ def test_default_list_holds_the_verified_codes_of_the_domain_brief():
     assert codelist.version == "2026-11-22.1"
     assert codelist.codes_in("referral") == ["871731000000106"]
     assert codelist.codes_in("declined") == ["871711000000103"]
-    assert codelist.codes_in("related_referral") == ["390893007", "837111000000105",
-                                                     "771491000000104"]
+    assert codelist.codes_in("related_referral") == [
+        "390893007",
+        "837111000000105",
+        "771491000000104",
+    ]
     assert codelist.codes_in("homeless") == ["32911000"]
 
 
@@ -60,14 +63,17 @@ def test_an_unknown_category_is_refused(folder):
         load_codelist(folder, SP_CODELIST)
 
 
-@pytest.mark.parametrize("code, problem", [
-    ("871731000000106", None),
-    ("32911000", None),
-    ("871731000000107", "Verhoeff check digit fails"),
-    ("12345", "5 digits, not 6 to 18"),
-    ("871731000000206", "partition 20 is not a concept partition (00 or 10)"),
-    ("87173100000010A", "not all digits"),
-])
+@pytest.mark.parametrize(
+    "code, problem",
+    [
+        ("871731000000106", None),
+        ("32911000", None),
+        ("871731000000107", "Verhoeff check digit fails"),
+        ("12345", "5 digits, not 6 to 18"),
+        ("871731000000206", "partition 20 is not a concept partition (00 or 10)"),
+        ("87173100000010A", "not all digits"),
+    ],
+)
 def test_snomed_ids_are_checked_for_length_partition_and_check_digit(code, problem):
     assert snomed_problem(code) == problem
 
@@ -107,8 +113,9 @@ def test_a_list_pulled_over_http_is_verified_kept_and_recorded(served, tmp_path)
         pull_codelists(paths, url, pins=DEFAULT_CODELIST_DIR / "manifest.json")
     assert active_codelist(paths).sha256 == pulled.sha256  # the last good pull stays in force
     with duckdb.connect(str(paths.work), read_only=True) as con:
-        rows = con.execute("select version, status, source from audit.codelist_pulls "
-                           "order by pulled_at").fetchall()
+        rows = con.execute(
+            "select version, status, source from audit.codelist_pulls order by pulled_at"
+        ).fetchall()
     assert rows == [("2026-11-22.1", "verified", url), (None, "refused", url)]
 
 

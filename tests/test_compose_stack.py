@@ -41,13 +41,12 @@ import duckdb
 import psutil
 import pytest
 import yaml
-
 from airflow_api import AirflowUser
-from docker_engine import (Compose, DockerEngine, DockerError, base_image, free_port, run,
-                           say)
-from sprx_pipeline import server
-from sprx_pipeline.config import PROJECT_ROOT, WarehousePaths
+from docker_engine import Compose, DockerEngine, DockerError, base_image, free_port, run, say
 from tiny_extract import write_tiny_extract
+
+from sprx_pipeline import server
+from sprx_pipeline.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +56,14 @@ OPEN_AUDIT = PROJECT_ROOT / "tests" / "open_audit"
 IMAGE = "sprx-pipeline-airflow:0.1.0"
 USERS = "admin:admin,alice:user,bob:viewer"
 TINY_DELIVERIES = ["2019-06-30_tpp_001", "2020-01-31_emis_001"]
-CREDENTIALS = ("POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
-               "AIRFLOW_FERNET_KEY", "SPRX_AIRFLOW_USERS", "SPRX_AIRFLOW_PASSWORDS")
+CREDENTIALS = (
+    "POSTGRES_PASSWORD",
+    "AIRFLOW_JWT_SECRET",
+    "AIRFLOW_API_SECRET_KEY",
+    "AIRFLOW_FERNET_KEY",
+    "SPRX_AIRFLOW_USERS",
+    "SPRX_AIRFLOW_PASSWORDS",
+)
 # Hang guards, not speed targets: a cold run builds the base image and the pipeline image
 # (debootstrap, pip install of the lock) before anything starts.
 BUILD_SECONDS, START_SECONDS, BUILD_RUN_SECONDS = 1800, 600, 1800
@@ -112,6 +117,7 @@ print(sorted(bag.dag_ids))
 @dataclass
 class StackRun:
     """What the compose run showed, collected before the stack was removed."""
+
     seconds: dict[str, float] = field(default_factory=dict)
     image_bytes: dict[str, int] = field(default_factory=dict)
     caught_up: dict = field(default_factory=dict)
@@ -130,8 +136,8 @@ class StackRun:
 
 @dataclass(frozen=True)
 class HostResult:
-    opened: set[str]        # files under the checkout that the package opened, repo-relative
-    rows: dict[str, int]    # rows of each published mart
+    opened: set[str]  # files under the checkout that the package opened, repo-relative
+    rows: dict[str, int]  # rows of each published mart
 
 
 class HostRun:
@@ -156,16 +162,24 @@ class HostRun:
         landing = write_tiny_extract(self.root / "landing")
         warehouse = self.root / "warehouse" / "sprx.duckdb"
         log = self.root / "opened.log"
-        env = {**os.environ, "PYTHONPATH": str(OPEN_AUDIT), "SPRX_OPEN_AUDIT_LOG": str(log),
-               "SPRX_LANDING_DIR": str(landing), "SPRX_WAREHOUSE_PATH": str(warehouse),
-               "AIRFLOW_HOME": str(self.root / "airflow"),
-               "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-               "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
-               # Cosmos would keep its `dbt ls` in an Airflow variable: no database here.
-               "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_LS": "False"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(OPEN_AUDIT),
+            "SPRX_OPEN_AUDIT_LOG": str(log),
+            "SPRX_LANDING_DIR": str(landing),
+            "SPRX_WAREHOUSE_PATH": str(warehouse),
+            "AIRFLOW_HOME": str(self.root / "airflow"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
+            # Cosmos would keep its `dbt ls` in an Airflow variable: no database here.
+            "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_LS": "False",
+        }
         sprx = str(Path(sys.executable).with_name("sprx"))
-        run([sprx, "run", "--landing", str(landing), "--warehouse", str(warehouse)],
-            timeout=900, env=env)
+        run(
+            [sprx, "run", "--landing", str(landing), "--warehouse", str(warehouse)],
+            timeout=900,
+            env=env,
+        )
         run([sys.executable, "-c", DAGBAG, str(PROJECT_ROOT / "dags")], timeout=600, env=env)
         opened = set()
         for line in log.read_text().splitlines():
@@ -175,10 +189,15 @@ class HostRun:
                 if rel.parts[0] not in (".venv", "tests") and "__pycache__" not in rel.parts:
                     opened.add(rel.as_posix())
         with duckdb.connect(str(warehouse), read_only=True) as con:
-            marts = [t for (t,) in con.execute("select table_name from duckdb_tables() "
-                                               "where schema_name = 'marts'").fetchall()]
-            rows = {t: con.execute(f'select count(*) from marts."{t}"').fetchone()[0]
-                    for t in marts}
+            marts = [
+                t
+                for (t,) in con.execute(
+                    "select table_name from duckdb_tables() where schema_name = 'marts'"
+                ).fetchall()
+            ]
+            rows = {
+                t: con.execute(f'select count(*) from marts."{t}"').fetchone()[0] for t in marts
+            }
         return HostResult(opened, rows)
 
     def result(self) -> HostResult:
@@ -190,6 +209,7 @@ class HostRun:
 
 
 # --- fixtures ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[DockerEngine]:
@@ -212,18 +232,19 @@ def env_file_for_test(folder: Path, base: str, landing: Path) -> tuple[Path, dic
     """A `.env` as a team makes it, plus the test's image and ports; and its values."""
     api_port, pg_port = free_port(), free_port()
     text = server.env_file(USERS).replace("SPRX_API_PORT=8080", f"SPRX_API_PORT={api_port}")
-    text += (f"SPRX_LANDING={landing}\nSPRX_TEST_BASE_IMAGE={base}\n"
-             f"SPRX_TEST_PG_PORT={pg_port}\n")
+    text += f"SPRX_LANDING={landing}\nSPRX_TEST_BASE_IMAGE={base}\nSPRX_TEST_PG_PORT={pg_port}\n"
     path = folder / ".env"
     path.write_text(text)
     path.chmod(0o600)
-    values = dict(line.split("=", 1) for line in text.splitlines()
-                  if line and not line.startswith("#"))
+    values = dict(
+        line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
     return path, values
 
 
-def compose_config(engine: DockerEngine, env_file: Path, *files: Path,
-                   check: bool = True) -> subprocess.CompletedProcess:
+def compose_config(
+    engine: DockerEngine, env_file: Path, *files: Path, check: bool = True
+) -> subprocess.CompletedProcess:
     """`docker-compose config`: the files merged and interpolated, as compose reads them."""
     args = ["docker-compose", "--env-file", str(env_file)]
     for file in files:
@@ -248,8 +269,9 @@ def resolved_for_host_network(engine: DockerEngine, env_file: Path, out: Path) -
 
 def listening_sockets(engine: DockerEngine, project: str) -> list[tuple[str, int, str]]:
     """(address, port, process) of every TCP socket a process of the project listens on."""
-    ids = engine.docker("ps", "-q", "--no-trunc", "--filter",
-                        f"label=com.docker.compose.project={project}").stdout.split()
+    ids = engine.docker(
+        "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.compose.project={project}"
+    ).stdout.split()
     found = []
     for conn in psutil.net_connections(kind="tcp"):
         if conn.status != psutil.CONN_LISTEN or conn.pid is None:
@@ -265,9 +287,14 @@ def listening_sockets(engine: DockerEngine, project: str) -> list[tuple[str, int
 
 
 def state_by_task(instances: list[dict]) -> dict[str, str]:
-    return {(ti["task_id"] if ti["map_index"] < 0 else
-             f"{ti['task_id']}[{ti['rendered_map_index'] or ti['map_index']}]"): ti["state"]
-            for ti in instances}
+    return {
+        (
+            ti["task_id"]
+            if ti["map_index"] < 0
+            else f"{ti['task_id']}[{ti['rendered_map_index'] or ti['map_index']}]"
+        ): ti["state"]
+        for ti in instances
+    }
 
 
 @pytest.fixture(scope="module")
@@ -286,8 +313,9 @@ def stack(engine, host_run, tmp_path_factory) -> StackRun:  # host_run: started 
     lap("base image ready")
     env_file, values = env_file_for_test(root, base, landing)
     project = f"sprxtest{os.getpid()}"
-    compose = Compose(engine, project, resolved_for_host_network(engine, env_file,
-                                                                 root / "compose.yml"))
+    compose = Compose(
+        engine, project, resolved_for_host_network(engine, env_file, root / "compose.yml")
+    )
     passwords = server.parse_passwords(values["SPRX_AIRFLOW_PASSWORDS"])
     url = f"http://127.0.0.1:{values['SPRX_API_PORT']}"
     try:
@@ -307,29 +335,57 @@ def stack(engine, host_run, tmp_path_factory) -> StackRun:  # host_run: started 
         lap("warehouse built and published")
         look_as_viewer_and_strangers(url, passwords, seen)
         seen.listening = listening_sockets(engine, project)
-        seen.summary = compose("--profile", "dashboard", "run", "--rm", "-T", "dashboard",
-                               timeout=300).stdout
-        reader = compose("--profile", "dashboard", "run", "--rm", "-T", "dashboard",
-                         "python", "-", input=READER, timeout=300).stdout
-        seen.reader = json.loads(next(line for line in reader.splitlines()
-                                      if line.startswith("READER "))[7:])
+        seen.summary = compose(
+            "--profile", "dashboard", "run", "--rm", "-T", "dashboard", timeout=300
+        ).stdout
+        reader = compose(
+            "--profile",
+            "dashboard",
+            "run",
+            "--rm",
+            "-T",
+            "dashboard",
+            "python",
+            "-",
+            input=READER,
+            timeout=300,
+        ).stdout
+        seen.reader = json.loads(
+            next(line for line in reader.splitlines() if line.startswith("READER "))[7:]
+        )
         lap("dashboard read")
     except Exception as exc:
         raise DockerError(f"{exc}\n----- the stack's logs -----\n{compose.logs()}") from exc
     finally:
         compose.down()
-        seen.leftovers = " ".join([
-            engine.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
-                          check=False).stdout.strip(),
-            engine.docker("volume", "ls", "-q", "--filter",
-                          f"label=com.docker.compose.project={project}",
-                          check=False).stdout.strip()]).strip()
+        seen.leftovers = " ".join(
+            [
+                engine.docker(
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    f"label=com.docker.compose.project={project}",
+                    check=False,
+                ).stdout.strip(),
+                engine.docker(
+                    "volume",
+                    "ls",
+                    "-q",
+                    "--filter",
+                    f"label=com.docker.compose.project={project}",
+                    check=False,
+                ).stdout.strip(),
+            ]
+        ).strip()
         lap("stack removed")
-    print(f"\ncompose test: {json.dumps(seen.seconds)}; images: "
-          + ", ".join(f"{t} {b / 1e6:.0f} MB" for t, b in seen.image_bytes.items()))
+    print(
+        f"\ncompose test: {json.dumps(seen.seconds)}; images: "
+        + ", ".join(f"{t} {b / 1e6:.0f} MB" for t, b in seen.image_bytes.items())
+    )
     # Where the time went, kept for the next reader (make test hides a passing test's output).
-    (engine.state_dir / "last-run.json").write_text(json.dumps(
-        {"seconds_since_start": seen.seconds, "image_bytes": seen.image_bytes}, indent=1))
+    (engine.state_dir / "last-run.json").write_text(
+        json.dumps({"seconds_since_start": seen.seconds, "image_bytes": seen.image_bytes}, indent=1)
+    )
     (root / "viewer.json").write_text(json.dumps(seen.viewer, indent=1))
     return seen
 
@@ -350,8 +406,7 @@ def run_pipeline_as_alice(alice: AirflowUser, landing: Path, seen: StackRun) -> 
     build = alice.wait_for_new_run("sprx_warehouse", "asset_triggered", 600)
     # 43 dbt tasks go one at a time through the one-slot pool.
     seen.build = alice.wait_for_run("sprx_warehouse", build["dag_run_id"], BUILD_RUN_SECONDS)
-    seen.build_tasks = state_by_task(alice.task_instances("sprx_warehouse",
-                                                          build["dag_run_id"]))
+    seen.build_tasks = state_by_task(alice.task_instances("sprx_warehouse", build["dag_run_id"]))
 
 
 def look_as_viewer_and_strangers(url: str, passwords: dict[str, str], seen: StackRun) -> None:
@@ -363,31 +418,42 @@ def look_as_viewer_and_strangers(url: str, passwords: dict[str, str], seen: Stac
     runs_before = len(bob.dag_runs("sprx_extracts"))
     seen.codes = {
         "stranger lists DAGs": stranger.status("GET", "/api/v2/dags"),
-        "stranger triggers": stranger.status("POST", "/api/v2/dags/sprx_extracts/dagRuns",
-                                             {"logical_date": None}),
-        "wrong password": stranger.status("POST", "/auth/token",
-                                          {"username": "bob", "password": "not-bob's-password"}),
+        "stranger triggers": stranger.status(
+            "POST", "/api/v2/dags/sprx_extracts/dagRuns", {"logical_date": None}
+        ),
+        "wrong password": stranger.status(
+            "POST", "/auth/token", {"username": "bob", "password": "not-bob's-password"}
+        ),
         "bob lists DAGs": bob.status("GET", "/api/v2/dags"),
         "bob reads a task log": bob.status(
-            "GET", f"/api/v2/dags/sprx_warehouse/dagRuns/{build_id}/taskInstances/publish/logs/1"),
-        "bob triggers": bob.status("POST", "/api/v2/dags/sprx_extracts/dagRuns",
-                                   {"logical_date": None}),
-        "bob pauses": bob.status("PATCH", "/api/v2/dags/sprx_extracts?update_mask=is_paused",
-                                 {"is_paused": True}),
+            "GET", f"/api/v2/dags/sprx_warehouse/dagRuns/{build_id}/taskInstances/publish/logs/1"
+        ),
+        "bob triggers": bob.status(
+            "POST", "/api/v2/dags/sprx_extracts/dagRuns", {"logical_date": None}
+        ),
+        "bob pauses": bob.status(
+            "PATCH", "/api/v2/dags/sprx_extracts?update_mask=is_paused", {"is_paused": True}
+        ),
         "bob reads connections": bob.status("GET", "/api/v2/connections"),
         "bob reads variables": bob.status("GET", "/api/v2/variables"),
         "bob reads pools": bob.status("GET", "/api/v2/pools"),
         "alice resizes the writer pool": alice.status(
-            "PATCH", "/api/v2/pools/sprx_duckdb?update_mask=slots",
-            {"name": "sprx_duckdb", "slots": 2}),
+            "PATCH",
+            "/api/v2/pools/sprx_duckdb?update_mask=slots",
+            {"name": "sprx_duckdb", "slots": 2},
+        ),
     }
     seen.codes["runs added by refused triggers"] = len(bob.dag_runs("sprx_extracts")) - runs_before
     dags = bob.api("GET", "/api/v2/dags")["dags"]
     seen.viewer = {
         "dags": {d["dag_id"]: {"paused": d["is_paused"]} for d in dags},
-        "runs": {dag_id: [(r["run_type"], r["state"], r.get("triggering_user_name"))
-                          for r in bob.dag_runs(dag_id)]
-                 for dag_id in ("sprx_extracts", "sprx_warehouse")},
+        "runs": {
+            dag_id: [
+                (r["run_type"], r["state"], r.get("triggering_user_name"))
+                for r in bob.dag_runs(dag_id)
+            ]
+            for dag_id in ("sprx_extracts", "sprx_warehouse")
+        },
         "publish log": bob.task_log("sprx_warehouse", build_id, "publish")[-3000:],
         "pools": {p["name"]: p["slots"] for p in bob.api("GET", "/api/v2/pools")["pools"]},
     }
@@ -395,13 +461,15 @@ def look_as_viewer_and_strangers(url: str, passwords: dict[str, str], seen: Stac
 
 # --- the tests ----------------------------------------------------------------------------
 
+
 def test_the_warehouse_is_built_from_the_asset_after_alice_triggers_the_extracts(stack):
     assert stack.caught_up["state"] == "success"
     assert stack.warehouse_runs_after_catch_up == []  # nothing applied, no asset event
     assert stack.extracts["state"] == "success"
     assert stack.extracts["triggering_user_name"] == "alice"
     assert {k: v for k, v in stack.extracts_tasks.items() if k.startswith("apply_delivery")} == {
-        f"apply_delivery[{d}]": "success" for d in TINY_DELIVERIES}
+        f"apply_delivery[{d}]": "success" for d in TINY_DELIVERIES
+    }
     assert stack.build["run_type"] == "asset_triggered"
     assert stack.build["state"] == "success", stack.build_tasks
     tasks = stack.build_tasks
@@ -411,20 +479,32 @@ def test_the_warehouse_is_built_from_the_asset_after_alice_triggers_the_extracts
 
 def test_strangers_and_a_viewer_are_refused_what_their_role_does_not_allow(stack):
     assert stack.codes == {
-        "stranger lists DAGs": 401, "stranger triggers": 401, "wrong password": 401,
-        "bob lists DAGs": 200, "bob reads a task log": 200, "bob triggers": 403,
-        "bob pauses": 403, "bob reads connections": 403, "bob reads variables": 403,
-        "bob reads pools": 200, "alice resizes the writer pool": 403,
-        "runs added by refused triggers": 0}
+        "stranger lists DAGs": 401,
+        "stranger triggers": 401,
+        "wrong password": 401,
+        "bob lists DAGs": 200,
+        "bob reads a task log": 200,
+        "bob triggers": 403,
+        "bob pauses": 403,
+        "bob reads connections": 403,
+        "bob reads variables": 403,
+        "bob reads pools": 200,
+        "alice resizes the writer pool": 403,
+        "runs added by refused triggers": 0,
+    }
 
 
 def test_a_viewer_sees_the_dags_their_runs_who_triggered_them_and_the_task_logs(stack):
     viewer = stack.viewer
-    assert viewer["dags"] == {"sprx_codelists": {"paused": True},
-                              "sprx_extracts": {"paused": False},
-                              "sprx_warehouse": {"paused": False}}
-    assert viewer["runs"]["sprx_extracts"] == [("scheduled", "success", None),
-                                               ("manual", "success", "alice")]
+    assert viewer["dags"] == {
+        "sprx_codelists": {"paused": True},
+        "sprx_extracts": {"paused": False},
+        "sprx_warehouse": {"paused": False},
+    }
+    assert viewer["runs"]["sprx_extracts"] == [
+        ("scheduled", "success", None),
+        ("manual", "success", "alice"),
+    ]
     assert viewer["runs"]["sprx_warehouse"] == [("asset_triggered", "success", None)]
     assert viewer["pools"]["sprx_duckdb"] == 1
     assert "sprx.duckdb" in viewer["publish log"]
@@ -433,7 +513,7 @@ def test_a_viewer_sees_the_dags_their_runs_who_triggered_them_and_the_task_logs(
 def test_the_dashboard_reads_every_published_mart_with_the_rows_sprx_run_gives(stack, host_run):
     reader = stack.reader
     assert set(reader["released"]) <= set(reader["rows"])  # the release reads these marts
-    assert reader["parquet"] == sorted(reader["rows"])     # publish exports every mart
+    assert reader["parquet"] == sorted(reader["rows"])  # publish exports every mart
     assert reader["rows"] == host_run.result().rows
     assert all(rows > 0 for rows in reader["rows"].values()), reader["rows"]
     assert re.search(r"^  deliveries applied +2$", stack.summary, re.MULTILINE), stack.summary
@@ -451,7 +531,13 @@ def test_the_dashboard_cannot_write_and_holds_no_network_or_credentials(stack):
 def test_the_image_holds_every_file_the_package_opens_at_run_time(stack, host_run):
     opened = host_run.result().opened
     assert {p.split("/")[0] for p in opened} == {
-        "codelists", "dags", "dbt_project", "expectations", "src", "vendor"}
+        "codelists",
+        "dags",
+        "dbt_project",
+        "expectations",
+        "src",
+        "vendor",
+    }
     assert sorted(opened - set(stack.reader["files"])) == []
 
 
@@ -468,8 +554,10 @@ def test_compose_refuses_to_start_without_each_credential(engine, tmp_path):
     complete = server.env_file(USERS)
     for name in CREDENTIALS:
         env_file = tmp_path / f"without-{name}.env"
-        env_file.write_text("\n".join(line for line in complete.splitlines()
-                                      if not line.startswith(f"{name}=")) + "\n")
+        env_file.write_text(
+            "\n".join(line for line in complete.splitlines() if not line.startswith(f"{name}="))
+            + "\n"
+        )
         done = compose_config(engine, env_file, PRODUCTION, check=False)
         assert done.returncode != 0 and f"set {name}" in done.stderr, (name, done.stderr)
     env_file = tmp_path / "complete.env"
@@ -480,25 +568,38 @@ def test_compose_refuses_to_start_without_each_credential(engine, tmp_path):
 def test_the_override_changes_only_what_these_machines_cannot_offer(engine, tmp_path):
     env_file, _ = env_file_for_test(tmp_path, "sprx-local-base:any", tmp_path)
     production = yaml.safe_load(compose_config(engine, env_file, PRODUCTION).stdout)
-    merged = yaml.safe_load(resolved_for_host_network(engine, env_file,
-                                                      tmp_path / "c.yml").read_text())
-    airflow = ["airflow-init", "airflow-api-server", "airflow-scheduler",
-               "airflow-dag-processor"]
-    expected = {("services", "postgres", key) for key in ("image", "build", "network_mode",
-                                                          "command")}
+    merged = yaml.safe_load(
+        resolved_for_host_network(engine, env_file, tmp_path / "c.yml").read_text()
+    )
+    airflow = ["airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor"]
+    expected = {
+        ("services", "postgres", key) for key in ("image", "build", "network_mode", "command")
+    }
     expected |= {("services", "postgres", "environment", "PGPORT")}
     for name in airflow:
-        expected |= {("services", name, "network_mode"),
-                     ("services", name, "build", "network"),
-                     ("services", name, "build", "args")}
-        expected |= {("services", name, "environment", key) for key in (
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-            "AIRFLOW__API__HOST", "AIRFLOW__API__PORT")}
-    expected |= {("services", "airflow-api-server", "ports"),
-                 ("services", "airflow-scheduler", "command")}
+        expected |= {
+            ("services", name, "network_mode"),
+            ("services", name, "build", "network"),
+            ("services", name, "build", "args"),
+        }
+        expected |= {
+            ("services", name, "environment", key)
+            for key in (
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+                "AIRFLOW__API__HOST",
+                "AIRFLOW__API__PORT",
+            )
+        }
+    expected |= {
+        ("services", "airflow-api-server", "ports"),
+        ("services", "airflow-scheduler", "command"),
+    }
     assert differences(production, merged) == expected
     assert merged["services"]["airflow-scheduler"]["command"] == [
-        *production["services"]["airflow-scheduler"]["command"], "--skip-serve-logs"]
+        *production["services"]["airflow-scheduler"]["command"],
+        "--skip-serve-logs",
+    ]
     assert production["services"]["postgres"]["image"] == "postgres:15"
     assert "network_mode" not in production["services"]["airflow-scheduler"]  # a bridge
 
@@ -506,6 +607,7 @@ def test_the_override_changes_only_what_these_machines_cannot_offer(engine, tmp_
 def differences(a: object, b: object, path: tuple = ()) -> set[tuple]:
     """The paths at which two parsed configurations differ."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return {p for key in set(a) | set(b)
-                for p in differences(a.get(key), b.get(key), (*path, key))}
+        return {
+            p for key in set(a) | set(b) for p in differences(a.get(key), b.get(key), (*path, key))
+        }
     return set() if a == b else {path}

@@ -26,35 +26,66 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from deliveries import write_delivery
+from tiny_extract import (
+    CLINICAL_EVENTS,
+    CONSULTATIONS,
+    HOSPITAL_ATTENDANCES,
+    P2,
+    PATIENTS,
+    REGISTRATIONS,
+    write_tiny_correction,
+)
+from warehouse_state import (
+    KILLED,
+    Contents,
+    Site,
+    contents,
+    dbt_processes_for,
+    differences,
+    kill_after_line,
+)
+
 from sprx_pipeline.pipeline import published_build
 from sprx_pipeline.publish import temporary_files
-from tiny_extract import (CLINICAL_EVENTS, CONSULTATIONS, HOSPITAL_ATTENDANCES, P2, PATIENTS,
-                          REGISTRATIONS, write_tiny_correction)
-from warehouse_state import (KILLED, Contents, Site, contents, dbt_processes_for, differences,
-                             kill_after_line)
 
 pytestmark = pytest.mark.slow
 
-INGESTED_TABLES = ("audit.deliveries", "audit.delivery_tables", "audit.delivery_practices",
-                   "audit.delivery_practice_tables", "audit.quarantine")
+INGESTED_TABLES = (
+    "audit.deliveries",
+    "audit.delivery_tables",
+    "audit.delivery_practices",
+    "audit.delivery_practice_tables",
+    "audit.quarantine",
+)
 
 
 def write_p002_followup(landing: Path) -> None:
     """A later full delivery of P002 in gzip CSV: the tiny extract's rows and one more
     consultation for EXTRACT, extracted 2019-12-31."""
+
     def mine(rows: list[tuple], position: int = 2) -> list[tuple]:
         return [row for row in rows if row[position] == P2]
-    write_delivery(landing, "2019-12-31_tpp_001", "2019-12-31", "TPP", [P2], {
-        "practices": [(P2, "North West")],
-        "patients": mine(PATIENTS, 1),
-        "registrations": mine(REGISTRATIONS),
-        "consultations": [*mine(CONSULTATIONS),
-                          ("C62", "EXTRACT", P2, "2019-09-09", "telephone", "nurse")],
-        "clinical_events": mine(CLINICAL_EVENTS),
-        "hospital_attendances": mine(HOSPITAL_ATTENDANCES),
-    }, fmt="csv.gz")
+
+    write_delivery(
+        landing,
+        "2019-12-31_tpp_001",
+        "2019-12-31",
+        "TPP",
+        [P2],
+        {
+            "practices": [(P2, "North West")],
+            "patients": mine(PATIENTS, 1),
+            "registrations": mine(REGISTRATIONS),
+            "consultations": [
+                *mine(CONSULTATIONS),
+                ("C62", "EXTRACT", P2, "2019-09-09", "telephone", "nurse"),
+            ],
+            "clinical_events": mine(CLINICAL_EVENTS),
+            "hospital_attendances": mine(HOSPITAL_ATTENDANCES),
+        },
+        fmt="csv.gz",
+    )
 
 
 @dataclass(frozen=True)
@@ -95,8 +126,9 @@ def clean(before, tmp_path_factory) -> Reference:
     code, output = site.sprx("run")
     assert code == 0, output
     assert "deliveries: 2 applied, 0 refused, 2 unchanged" in output
-    return Reference(contents(site.paths.work, ignore_clock=True),
-                     contents(site.published, ignore_clock=True))
+    return Reference(
+        contents(site.paths.work, ignore_clock=True), contents(site.published, ignore_clock=True)
+    )
 
 
 def assert_no_dbt_left(site: Site) -> None:
@@ -130,14 +162,17 @@ class Kill:
 
 # --- sprx ingest ---------------------------------------------------------------------------
 
-INGEST_KILLS = [Kill(f"{point} of delivery {n}", point=f"{point}:{n}")
-                for n in (1, 2) for point in ("ingest.staged", "ingest.written",
-                                              "ingest.committed")]
+INGEST_KILLS = [
+    Kill(f"{point} of delivery {n}", point=f"{point}:{n}")
+    for n in (1, 2)
+    for point in ("ingest.staged", "ingest.written", "ingest.committed")
+]
 
 
 @pytest.mark.parametrize("kill", INGEST_KILLS, ids=[k.name for k in INGEST_KILLS])
-def test_an_ingest_killed_part_way_is_finished_by_the_next(kill, before, published_before,
-                                                            clean, tmp_path):
+def test_an_ingest_killed_part_way_is_finished_by_the_next(
+    kill, before, published_before, clean, tmp_path
+):
     site = before.copy_to(tmp_path)
     kill.kill(site, "ingest")
     assert contents(site.published) == published_before
@@ -145,8 +180,11 @@ def test_an_ingest_killed_part_way_is_finished_by_the_next(kill, before, publish
     assert code == 0, output
     # Each delivery applied once, whole: the raw tables and their audit trail as a clean run's.
     ingested = contents(site.paths.work, ignore_clock=True)
-    expected = {name: rows for name, rows in clean.work.items()
-                if name.startswith("raw.") or name in INGESTED_TABLES}
+    expected = {
+        name: rows
+        for name, rows in clean.work.items()
+        if name.startswith("raw.") or name in INGESTED_TABLES
+    }
     assert differences({k: ingested[k] for k in expected}, expected) == []
 
 
@@ -158,14 +196,17 @@ RUN_KILLS = [
     Kill("build: dbt creating the marts", line="START sql table model marts.sp_outcome_summary"),
     # Mid-way through a per-practice model built a batch at a time (a line, not a share of
     # a clean run's duration: that was too early or too late on a machine under load).
-    Kill("build: dbt inside a batched per-practice model",
-         line="START sql practice_batched model intermediate.int_trial_baselines"),
+    Kill(
+        "build: dbt inside a batched per-practice model",
+        line="START sql practice_batched model intermediate.int_trial_baselines",
+    ),
 ]
 
 
 @pytest.mark.parametrize("kill", RUN_KILLS, ids=[k.name for k in RUN_KILLS])
 def test_a_run_killed_part_way_leaves_the_published_warehouse_and_the_next_run_finishes(
-        kill, before, published_before, clean, tmp_path):
+    kill, before, published_before, clean, tmp_path
+):
     site = before.copy_to(tmp_path)
     kill.kill(site, "run")
     assert contents(site.published) == published_before
@@ -176,6 +217,7 @@ def test_a_run_killed_part_way_leaves_the_published_warehouse_and_the_next_run_f
 
 
 # --- publish -------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def built(before, published_before, tmp_path_factory) -> Site:
@@ -193,7 +235,8 @@ PUBLISH_KILLS = [Kill(point, point=point) for point in ("publish.copied", "publi
 
 @pytest.mark.parametrize("kill", PUBLISH_KILLS, ids=[k.name for k in PUBLISH_KILLS])
 def test_a_publish_killed_before_the_rename_leaves_the_old_warehouse(
-        kill, built, published_before, clean, tmp_path):
+    kill, built, published_before, clean, tmp_path
+):
     site = built.copy_to(tmp_path)
     kill.kill(site, "publish")
     assert contents(site.published) == published_before
@@ -202,10 +245,10 @@ def test_a_publish_killed_before_the_rename_leaves_the_old_warehouse(
     clean.assert_reached_by(site)
 
 
-@pytest.mark.parametrize("point, rebuilt", [("publish.replaced", True),
-                                            ("publish.linked", False)])
+@pytest.mark.parametrize("point, rebuilt", [("publish.replaced", True), ("publish.linked", False)])
 def test_a_publish_killed_after_the_rename_has_published_and_the_next_run_finishes(
-        point, rebuilt, built, clean, tmp_path):
+    point, rebuilt, built, clean, tmp_path
+):
     site = built.copy_to(tmp_path)
     Kill(point, point=point).kill(site, "publish")
     # The rename is the warehouse's commit point: the new one is in place, whole.
@@ -219,6 +262,7 @@ def test_a_publish_killed_after_the_rename_has_published_and_the_next_run_finish
 
 
 # --- build -------------------------------------------------------------------------------
+
 
 def test_a_build_killed_part_way_cannot_be_published(before, published_before, tmp_path):
     site = before.copy_to(tmp_path)

@@ -29,10 +29,15 @@ PROBE = (Path(__file__).with_name("data_docs_probe.js")).read_text()
 OUTPUT = PROJECT_ROOT / "data" / "test-output"
 GX_TEMPLATES = Path(great_expectations.__file__).parent / "render" / "view" / "templates"
 # A resource fetched from elsewhere: a script, stylesheet or image by absolute URL, or a CSS url().
-EXTERNAL = re.compile(r'<(?:script|link|img)\b[^>]*\b(?:src|href)="(?:https?:)?//[^"]*"[^>]*>'
-                      r"|url\(\s*['\"]?(?:https?:)?//[^)]*\)", re.IGNORECASE)
-OFFLINE = ['--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost',
-           "--proxy-server=127.0.0.1:9"]
+EXTERNAL = re.compile(
+    r'<(?:script|link|img)\b[^>]*\b(?:src|href)="(?:https?:)?//[^"]*"[^>]*>'
+    r"|url\(\s*['\"]?(?:https?:)?//[^)]*\)",
+    re.IGNORECASE,
+)
+OFFLINE = [
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost",
+    "--proxy-server=127.0.0.1:9",
+]
 
 
 @pytest.fixture
@@ -40,8 +45,10 @@ def site(tiny, tmp_path) -> Path:
     """A copy of the tiny extract's Data Docs (the probes are written beside its pages)."""
     source = (tiny.paths.quality_dir / DATA_DOCS).parent
     if not data_docs.fetched(data_docs_assets()):
-        pytest.fail("the Data Docs assets are missing: run `make setup` (it fetches them "
-                    "from the npm registry)")
+        pytest.fail(
+            "the Data Docs assets are missing: run `make setup` (it fetches them "
+            "from the npm registry)"
+        )
     return Path(shutil.copytree(source, tmp_path / "local_site"))
 
 
@@ -55,19 +62,32 @@ def chromium(*args: str, profile: Path) -> str:
     binary = shutil.which("chromium")
     if binary is None:
         pytest.fail("chromium is not installed: run `make setup` (it installs Debian's chromium)")
-    flags = [binary, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", f"--user-data-dir={profile}", *OFFLINE, "--hide-scrollbars",
-             "--window-size=1400,1600", "--virtual-time-budget=10000"]
-    return subprocess.run([*flags, *args], capture_output=True, text=True, timeout=120,
-                          check=True).stdout
+    flags = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        *OFFLINE,
+        "--hide-scrollbars",
+        "--window-size=1400,1600",
+        "--virtual-time-budget=10000",
+    ]
+    return subprocess.run(
+        [*flags, *args], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
 
 
 def probe(page: Path, tmp_path: Path, text: str | None = None) -> dict:
     """What rendered of `page` (or of `text` in its place), reported by data_docs_probe.js."""
     copy = page.with_name(f"probe-{page.name}")
-    copy.write_text((text or page.read_text()).replace("<head>", f"<head><script>{PROBE}"
-                                                                 "</script>", 1))
+    copy.write_text(
+        (text or page.read_text()).replace("<head>", f"<head><script>{PROBE}</script>", 1)
+    )
     dom = chromium("--dump-dom", copy.as_uri(), profile=tmp_path / f"profile-{page.stem}")
     found = re.search(r'<pre id="sprx-probe">(.*?)</pre>', dom, re.DOTALL)
     assert found, f"the probe never reported on {page}:\n{dom[-2000:]}"
@@ -103,7 +123,8 @@ def test_every_cdn_file_in_gx_templates_has_its_pinned_copy_with_gx_hash():
 
 
 def test_index_and_a_validation_page_render_their_tables_styled_with_no_network(
-        site, tmp_path, capsys):
+    site, tmp_path, capsys
+):
     index = probe(site / "index.html", tmp_path)
     assert index["failed"] == []
     assert (index["jquery"], index["bootstrap_table"], index["vega"]) == ("3.7.1", True, "5.33.1")
@@ -113,15 +134,20 @@ def test_index_and_a_validation_page_render_their_tables_styled_with_no_network(
     assert (index["cell_padding"], index["cell_border"]) == ("4.8px", "1px solid")
     assert index["font_awesome"] is True
     page = validation_page(site, "marts.sp_patient_outcomes")
-    checks = len(json.loads((PROJECT_ROOT / "expectations" / "marts.sp_patient_outcomes.json")
-                            .read_text())["expectations"])
+    checks = len(
+        json.loads((PROJECT_ROOT / "expectations" / "marts.sp_patient_outcomes.json").read_text())[
+            "expectations"
+        ]
+    )
     validation = probe(page, tmp_path)
     assert validation["failed"] == []
     assert validation["status_icons"] == checks == 14  # one row per check, with its status
     assert (validation["cell_padding"], validation["cell_border"]) == ("4.8px", "1px solid")
     assert validation["font_awesome"] is True
-    shots = [screenshot(site / "index.html", "data-docs-index.png", tmp_path),
-             screenshot(page, "data-docs-validation.png", tmp_path)]
+    shots = [
+        screenshot(site / "index.html", "data-docs-index.png", tmp_path),
+        screenshot(page, "data-docs-validation.png", tmp_path),
+    ]
     assert all(shot.stat().st_size > 30_000 for shot in shots)
     with capsys.disabled():
         print(f"\nData Docs screenshots (offline) for review: {', '.join(map(str, shots))}")
@@ -132,8 +158,9 @@ def test_the_same_page_with_its_cdn_links_renders_nothing_offline(site, tmp_path
     page = site / "index.html"
     text = page.read_text()
     for url, local in data_docs.CDN_FILES.items():
-        text = text.replace(f'"{os.path.relpath(site / data_docs.VENDOR / local, site)}"',
-                            f'"{url}"')
+        text = text.replace(
+            f'"{os.path.relpath(site / data_docs.VENDOR / local, site)}"', f'"{url}"'
+        )
     assert text.count("https://unpkg.com/") == 4
     index = probe(page, tmp_path, text)
     assert len(index["failed"]) >= 15 and index["jquery"] is None

@@ -12,13 +12,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
+from tiny_extract import write_tiny_extract
 
 from sprx_pipeline import orchestration
 from sprx_pipeline.config import PROJECT_ROOT, WarehousePaths
-from tiny_extract import write_tiny_extract
 
 pytestmark = pytest.mark.slow  # imports Airflow and a DAG file
 
@@ -65,9 +64,12 @@ def test_find_new_deliveries_waits_for_a_writer_then_lists_what_it_left(tmp_path
     task, find_new_deliveries = load_task_callable("sprx_extracts", "find_new_deliveries")
     assert task.pool == orchestration.WRITER_POOL  # Airflow's own writers: the one-slot pool
 
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(warehouse),
-                               str(landing / "2019-06-30_tpp_001")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(warehouse), str(landing / "2019-06-30_tpp_001")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     found: dict[str, object] = {}
 
     def run_task() -> None:
@@ -101,9 +103,12 @@ def test_without_the_lock_duckdb_refuses_the_reader_while_the_writer_holds_the_f
 
     landing = write_tiny_extract(tmp_path / "landing")
     warehouse = tmp_path / "warehouse" / "sprx.duckdb"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(warehouse),
-                               str(landing / "2019-06-30_tpp_001")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(warehouse), str(landing / "2019-06-30_tpp_001")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert writer.stdout.readline().strip() == "applied"
         work = WarehousePaths.at(warehouse).work

@@ -48,8 +48,12 @@ from sprx_pipeline.warehouse import connect
 # Examples per family of faults: 3 x 20 row faults + 11 x 6 manifest and file faults + 20
 # rehashed corruptions = 146 deliveries.
 EXAMPLES = {"row_faults": 20, "manifest_faults": 6, "rehashed": 20}
-FUZZ = dict(derandomize=True, database=None, deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = dict(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 PRACTICE, DELIVERY, EXTRACTED_AT = "P1", "2019-12-31_emis_001", "2019-12-31"
 SNOMED_CODES = ("871731000000106", "871711000000103", "32911000", "390893007", "38341003")
@@ -78,39 +82,73 @@ def valid_tables(draw: st.DrawFn) -> Tables:
     def some(make, prefix: str, most: int) -> list[Row]:
         return [make(f"{prefix}{i}") for i in range(draw(st.integers(0, most)))]
 
-    consultations = some(lambda key: {
-        "consultation_id": key, "patient_id": draw(pick), "practice_id": PRACTICE,
-        "consultation_date": draw(EVENT_DATES), "mode": draw(st.sampled_from(
-            contract.CONSULTATION_MODES)), "staff_role": draw(st.sampled_from(
-                contract.STAFF_ROLES))}, "C", 4)
+    consultations = some(
+        lambda key: {
+            "consultation_id": key,
+            "patient_id": draw(pick),
+            "practice_id": PRACTICE,
+            "consultation_date": draw(EVENT_DATES),
+            "mode": draw(st.sampled_from(contract.CONSULTATION_MODES)),
+            "staff_role": draw(st.sampled_from(contract.STAFF_ROLES)),
+        },
+        "C",
+        4,
+    )
     consulted = [c["consultation_id"] for c in consultations]
     return {
-        "practices": [{"practice_id": PRACTICE,
-                       "region": draw(st.sampled_from(contract.REGIONS))}],
-        "patients": [{"patient_id": p, "practice_id": PRACTICE,
-                      "year_of_birth": str(draw(st.integers(1930, 2000))),
-                      "sex": draw(st.sampled_from(contract.SEXES)),
-                      "ethnicity": draw(st.sampled_from(contract.ETHNICITIES)),
-                      "imd_quintile": draw(st.sampled_from([None, "1", "2", "3", "4", "5"])),
-                      "rural_urban": draw(st.sampled_from([None, *contract.RURAL_URBAN])),
-                      "date_of_death": draw(st.sampled_from([None, "2019-09-30"]))}
-                     for p in patients],
-        "registrations": [{"registration_id": f"R{i}", "patient_id": p, "practice_id": PRACTICE,
-                           "start_date": draw(st.dates(date(2000, 1, 1), date(2014, 12, 31))
-                                              .map(date.isoformat)),
-                           "end_date": draw(st.sampled_from([None, "2019-08-31"]))}
-                          for i, p in enumerate(patients)],
+        "practices": [{"practice_id": PRACTICE, "region": draw(st.sampled_from(contract.REGIONS))}],
+        "patients": [
+            {
+                "patient_id": p,
+                "practice_id": PRACTICE,
+                "year_of_birth": str(draw(st.integers(1930, 2000))),
+                "sex": draw(st.sampled_from(contract.SEXES)),
+                "ethnicity": draw(st.sampled_from(contract.ETHNICITIES)),
+                "imd_quintile": draw(st.sampled_from([None, "1", "2", "3", "4", "5"])),
+                "rural_urban": draw(st.sampled_from([None, *contract.RURAL_URBAN])),
+                "date_of_death": draw(st.sampled_from([None, "2019-09-30"])),
+            }
+            for p in patients
+        ],
+        "registrations": [
+            {
+                "registration_id": f"R{i}",
+                "patient_id": p,
+                "practice_id": PRACTICE,
+                "start_date": draw(
+                    st.dates(date(2000, 1, 1), date(2014, 12, 31)).map(date.isoformat)
+                ),
+                "end_date": draw(st.sampled_from([None, "2019-08-31"])),
+            }
+            for i, p in enumerate(patients)
+        ],
         "consultations": consultations,
-        "clinical_events": some(lambda key: {
-            "event_id": key, "patient_id": draw(pick), "practice_id": PRACTICE,
-            "event_date": draw(EVENT_DATES), "snomed_code": draw(st.sampled_from(SNOMED_CODES)),
-            "consultation_id": draw(st.sampled_from([None, *consulted])),
-            "numeric_value": draw(st.sampled_from([None, str(draw(st.integers(-10**6, 10**6))
-                                                             / 100)]))}, "E", 4),
-        "hospital_attendances": some(lambda key: {
-            "attendance_id": key, "patient_id": draw(pick), "practice_id": PRACTICE,
-            "attendance_date": draw(EVENT_DATES),
-            "setting": draw(st.sampled_from(contract.ATTENDANCE_SETTINGS))}, "H", 3),
+        "clinical_events": some(
+            lambda key: {
+                "event_id": key,
+                "patient_id": draw(pick),
+                "practice_id": PRACTICE,
+                "event_date": draw(EVENT_DATES),
+                "snomed_code": draw(st.sampled_from(SNOMED_CODES)),
+                "consultation_id": draw(st.sampled_from([None, *consulted])),
+                "numeric_value": draw(
+                    st.sampled_from([None, str(draw(st.integers(-(10**6), 10**6)) / 100)])
+                ),
+            },
+            "E",
+            4,
+        ),
+        "hospital_attendances": some(
+            lambda key: {
+                "attendance_id": key,
+                "patient_id": draw(pick),
+                "practice_id": PRACTICE,
+                "attendance_date": draw(EVENT_DATES),
+                "setting": draw(st.sampled_from(contract.ATTENDANCE_SETTINGS)),
+            },
+            "H",
+            3,
+        ),
     }
 
 
@@ -121,22 +159,32 @@ def valid_delivery(draw: st.DrawFn) -> Delivery:
     if kind == "delta":  # a delta carries some tables, and may delete records it does not hold
         kept = draw(st.sets(st.sampled_from(list(TABLES)), min_size=1))
         tables = {t: rows for t, rows in tables.items() if t in kept}
-        tables["deletions"] = [{"table_name": draw(st.sampled_from(list(TABLES))),
-                                "record_id": f"X{i}"} for i in range(draw(st.integers(0, 2)))]
-    layout = {t: (draw(st.sampled_from(FORMATS)), draw(st.permutations(spec_of(t).column_names)))
-              for t in tables}
+        tables["deletions"] = [
+            {"table_name": draw(st.sampled_from(list(TABLES))), "record_id": f"X{i}"}
+            for i in range(draw(st.integers(0, 2)))
+        ]
+    layout = {
+        t: (draw(st.sampled_from(FORMATS)), draw(st.permutations(spec_of(t).column_names)))
+        for t in tables
+    }
     return Delivery(kind, tables, layout)
 
 
 # --- faults --------------------------------------------------------------------------------
 
+
 def bad_values(spec: TableSpec, column: str) -> list[str]:
     """Values that certainly break a rule of `column` (and are not direct identifiers)."""
     col = spec.column(column)
     values = [] if col.nullable else [""]
-    values += {"id": ["a b", "x" * 65, "é1"], "int": ["x1", "1.5"],
-               "date": ["2019-02-30", "2019/01/01", "2030-01-01"], "number": ["high", "nan"],
-               "code": ["12345", "HTN"], "text": []}[col.kind]
+    values += {
+        "id": ["a b", "x" * 65, "é1"],
+        "int": ["x1", "1.5"],
+        "date": ["2019-02-30", "2019/01/01", "2030-01-01"],
+        "number": ["high", "nan"],
+        "code": ["12345", "HTN"],
+        "text": [],
+    }[col.kind]
     if col.allowed is not None:
         values.append("ZZ" if col.kind == "text" else "6")
     if column == "year_of_birth":
@@ -193,6 +241,7 @@ def with_row_faults(draw: st.DrawFn, family: str) -> Delivery:
 
 # --- writing -------------------------------------------------------------------------------
 
+
 def write(delivery: Delivery, landing: Path) -> Path:
     """Write the delivery's files and a truthful manifest."""
     folder = landing / DELIVERY
@@ -203,8 +252,9 @@ def write(delivery: Delivery, landing: Path) -> Path:
         path = folder / f"{table}.{fmt}"
         if fmt == "parquet":
             data = {c: [r[c] for r in rows] for c in columns}
-            pq.write_table(pa.table(data, schema=pa.schema([(c, pa.string()) for c in columns])),
-                           path)
+            pq.write_table(
+                pa.table(data, schema=pa.schema([(c, pa.string()) for c in columns])), path
+            )
         else:
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
@@ -213,9 +263,18 @@ def write(delivery: Delivery, landing: Path) -> Path:
             payload = buffer.getvalue().encode("utf-8")
             path.write_bytes(gzip.compress(payload, mtime=0) if fmt == "csv.gz" else payload)
         files[table] = {"path": path.name, "rows": len(rows), "sha256": sha256_file(path)}
-    write_manifest(folder, {"contract_version": "1", "delivery_id": DELIVERY,
-                            "extracted_at": EXTRACTED_AT, "kind": delivery.kind,
-                            "source_system": "EMIS", "practices": [PRACTICE], "files": files})
+    write_manifest(
+        folder,
+        {
+            "contract_version": "1",
+            "delivery_id": DELIVERY,
+            "extracted_at": EXTRACTED_AT,
+            "kind": delivery.kind,
+            "source_system": "EMIS",
+            "practices": [PRACTICE],
+            "files": files,
+        },
+    )
     return folder
 
 
@@ -228,19 +287,27 @@ def ingest_once(delivery: Delivery, mutate=None) -> tuple[Any, dict[str, Any]]:
         with connect(Path(tmp) / "wh.duckdb") as con:
             outcome = apply_folder(con, folder)
             kept = {
-                "raw": {t: con.execute(f"select {', '.join(spec.column_names)} from raw.{t}")
-                        .fetchall() for t, spec in TABLES.items()},
-                "quarantine": con.execute("select table_name, row_number, rule from "
-                                          "audit.quarantine").fetchall(),
-                "accounts": {t: (r, lo, q) for t, r, lo, q in con.execute(
-                    "select table_name, received, loaded, quarantined "
-                    "from audit.delivery_tables").fetchall()},
+                "raw": {
+                    t: con.execute(f"select {', '.join(spec.column_names)} from raw.{t}").fetchall()
+                    for t, spec in TABLES.items()
+                },
+                "quarantine": con.execute(
+                    "select table_name, row_number, rule from audit.quarantine"
+                ).fetchall(),
+                "accounts": {
+                    t: (r, lo, q)
+                    for t, r, lo, q in con.execute(
+                        "select table_name, received, loaded, quarantined "
+                        "from audit.delivery_tables"
+                    ).fetchall()
+                },
                 "deliveries": con.execute("select status from audit.deliveries").fetchall(),
             }
     return outcome, kept
 
 
 # --- the oracle ----------------------------------------------------------------------------
+
 
 def judge(delivery: Delivery) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
     """Which rows must be quarantined, and which may go either way, following references:
@@ -260,8 +327,9 @@ def judge(delivery: Delivery) -> tuple[set[tuple[str, int]], set[tuple[str, int]
         """Keys certainly loaded, and keys perhaps loaded (an uncertain row's, as it is
         and as it was before its arbitrary string)."""
         rows = delivery.tables.get(table, [])
-        loaded = {tuple(r[k] for k in key) for i, r in enumerate(rows)
-                  if (table, i) not in bad | unsure}
+        loaded = {
+            tuple(r[k] for k in key) for i, r in enumerate(rows) if (table, i) not in bad | unsure
+        }
         maybe = {tuple(r[k] for k in key) for i, r in enumerate(rows) if (table, i) in unsure}
         maybe |= {tuple(r[k] for k in key) for (t, _), r in delivery.unsure.items() if t == table}
         return loaded, maybe
@@ -284,11 +352,13 @@ def judge(delivery: Delivery) -> tuple[set[tuple[str, int]], set[tuple[str, int]
 def typed(spec: TableSpec, row: Row) -> tuple:
     """A generated (good) row as the warehouse holds it."""
     convert = {"int": int, "number": float, "date": date.fromisoformat}
-    return tuple(None if row[c.name] is None else convert.get(c.kind, str)(row[c.name])
-                 for c in spec.columns)
+    return tuple(
+        None if row[c.name] is None else convert.get(c.kind, str)(row[c.name]) for c in spec.columns
+    )
 
 
 # --- the properties --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family", ROW_FAULTS)
 @settings(max_examples=EXAMPLES["row_faults"], **FUZZ)
@@ -305,16 +375,21 @@ def test_every_row_is_loaded_or_quarantined_and_accounted_for(family, data):
         assert all(rows == [] for rows in kept["raw"].values())
         assert kept["quarantine"] == [] and kept["accounts"] == {}
         return
-    event(f"{delivery.kind} delivery; rows known bad: {min(len(bad), 3)}{'+' * (len(bad) > 2)}; "
-          f"uncertain: {bool(unsure)}")
+    event(
+        f"{delivery.kind} delivery; rows known bad: {min(len(bad), 3)}{'+' * (len(bad) > 2)}; "
+        f"uncertain: {bool(unsure)}"
+    )
     quarantined = Counter((t, n - 1) for t, n, _ in kept["quarantine"])
     for table, rows in delivery.tables.items():
         held_back = {i for t, i in quarantined if t == table}
         # received = loaded + quarantined, and the audit, raw and quarantine rows agree
         received, loaded, quarantined_count = kept["accounts"][table]
         assert (received, loaded + quarantined_count) == (len(rows), len(rows))
-        assert quarantined_count == len(held_back) == sum(
-            n for (t, _), n in quarantined.items() if t == table)
+        assert (
+            quarantined_count
+            == len(held_back)
+            == sum(n for (t, _), n in quarantined.items() if t == table)
+        )
         # every row known to be bad is quarantined; none known to be good is
         must = {i for t, i in bad if t == table}
         good = set(range(len(rows))) - must - {i for t, i in unsure if t == table}
@@ -333,6 +408,7 @@ def corrupt_manifest(change):
         data = json.loads(path.read_text())
         change(data)
         path.write_text(json.dumps(data))
+
     return mutate
 
 
@@ -340,22 +416,38 @@ def first_file(folder: Path) -> Path:
     return folder / first_entry(json.loads((folder / "manifest.json").read_text()))["path"]
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                           max_leaves=8)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
-MANIFEST_KEYS = ("contract_version", "delivery_id", "extracted_at", "kind", "source_system",
-                 "practices", "files")
+MANIFEST_KEYS = (
+    "contract_version",
+    "delivery_id",
+    "extracted_at",
+    "kind",
+    "source_system",
+    "practices",
+    "files",
+)
 WRONG_VALUES = {
-    "contract_version": ["2", 2, None], "delivery_id": ["bad id!", "", 7, "2019-12-31_emis_002"],
+    "contract_version": ["2", 2, None],
+    "delivery_id": ["bad id!", "", 7, "2019-12-31_emis_002"],
     "extracted_at": ["2019-13-01", "31/12/2019", 20191231, "2019-02-29"],
-    "kind": ["partial", None], "source_system": ["Cerner", ""],
-    "practices": [[], PRACTICE, [1], [PRACTICE, PRACTICE]], "files": [{}, []],
+    "kind": ["partial", None],
+    "source_system": ["Cerner", ""],
+    "practices": [[], PRACTICE, [1], [PRACTICE, PRACTICE]],
+    "files": [{}, []],
 }
-WRONG_ENTRIES = {"rows": [-1, "3", True, 2.5, 10**6], "sha256": ["abc", "g" * 64, "0" * 64],
-                 "path": ["../x.csv", "x.txt", "a/b.csv", ".hidden.csv", "missing.csv"]}
+WRONG_ENTRIES = {
+    "rows": [-1, "3", True, 2.5, 10**6],
+    "sha256": ["abc", "g" * 64, "0" * 64],
+    "path": ["../x.csv", "x.txt", "a/b.csv", ".hidden.csv", "missing.csv"],
+}
 
 
 def first_entry(manifest: dict) -> dict:
@@ -369,27 +461,45 @@ def change_file(change):
 # Each fault: a strategy for a change to a delivery's folder that must get it refused whole.
 MANIFEST_FAULTS = {
     "drop a key": st.sampled_from(MANIFEST_KEYS).map(
-        lambda key: corrupt_manifest(lambda m: m.pop(key))),
+        lambda key: corrupt_manifest(lambda m: m.pop(key))
+    ),
     "mistype a key": st.sampled_from(MANIFEST_KEYS).flatmap(
         lambda key: st.sampled_from(WRONG_VALUES[key]).map(
-            lambda value: corrupt_manifest(lambda m: m.update({key: value})))),
+            lambda value: corrupt_manifest(lambda m: m.update({key: value}))
+        )
+    ),
     "break a file entry": st.sampled_from(sorted(WRONG_ENTRIES)).flatmap(
         lambda field_: st.sampled_from(WRONG_ENTRIES[field_]).map(
-            lambda value: corrupt_manifest(lambda m: first_entry(m).update({field_: value})))),
-    "miscount a file": st.sampled_from([-1, 1]).map(lambda by: corrupt_manifest(
-        lambda m: first_entry(m).update(rows=first_entry(m)["rows"] + by))),
-    "name an unknown table": st.just(corrupt_manifest(
-        lambda m: m["files"].update(prescriptions=first_entry(m)))),
+            lambda value: corrupt_manifest(lambda m: first_entry(m).update({field_: value}))
+        )
+    ),
+    "miscount a file": st.sampled_from([-1, 1]).map(
+        lambda by: corrupt_manifest(
+            lambda m: first_entry(m).update(rows=first_entry(m)["rows"] + by)
+        )
+    ),
+    "name an unknown table": st.just(
+        corrupt_manifest(lambda m: m["files"].update(prescriptions=first_entry(m)))
+    ),
     "random bytes": st.binary(max_size=64).map(
-        lambda blob: lambda folder: (folder / "manifest.json").write_bytes(blob)),
+        lambda blob: lambda folder: (folder / "manifest.json").write_bytes(blob)
+    ),
     "random JSON": JSON_VALUES.map(
-        lambda doc: lambda folder: (folder / "manifest.json").write_text(json.dumps(doc))),
+        lambda doc: lambda folder: (folder / "manifest.json").write_text(json.dumps(doc))
+    ),
     "truncate a file": st.integers(1, 20).map(lambda n: change_file(lambda data: data[:-n])),
     "append to a file": st.binary(min_size=1, max_size=20).map(
-        lambda extra: change_file(lambda data: data + extra)),
-    "flip a byte": st.integers(0, 10**6).map(lambda at: change_file(
-        lambda data: data[:at % len(data)] + bytes([data[at % len(data)] ^ 0xFF])
-        + data[at % len(data) + 1:])),
+        lambda extra: change_file(lambda data: data + extra)
+    ),
+    "flip a byte": st.integers(0, 10**6).map(
+        lambda at: change_file(
+            lambda data: (
+                data[: at % len(data)]
+                + bytes([data[at % len(data)] ^ 0xFF])
+                + data[at % len(data) + 1 :]
+            )
+        )
+    ),
     "delete a file": st.just(lambda folder: first_file(folder).unlink()),
 }
 
@@ -410,8 +520,9 @@ def test_a_broken_manifest_or_file_is_refused_whole_with_nothing_applied(fault, 
 def rehashed_corruption(draw: st.DrawFn):
     """Flip one to three bytes of one file and make the manifest's hash true again: only the
     readers and the row rules stand between those bytes and the warehouse."""
-    flips = draw(st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)),
-                          min_size=1, max_size=3))
+    flips = draw(
+        st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=3)
+    )
 
     def mutate(folder: Path) -> None:
         path = first_file(folder)
@@ -420,6 +531,7 @@ def rehashed_corruption(draw: st.DrawFn):
             data[at % len(data)] ^= mask
         path.write_bytes(bytes(data))
         corrupt_manifest(lambda m: first_entry(m).update(sha256=sha256_file(path)))(folder)
+
     return mutate
 
 
@@ -442,6 +554,7 @@ def test_corrupt_bytes_behind_a_true_hash_are_refused_whole_or_accounted_for(del
 
 # --- what fuzzing found, kept as plain tests ---------------------------------------------------
 
+
 def one_table_delivery(landing: Path, table_bytes: bytes, name: str) -> Path:
     """A full delivery of empty tables but `practices`, whose file holds `table_bytes`."""
     from deliveries import write_delivery
@@ -450,8 +563,7 @@ def one_table_delivery(landing: Path, table_bytes: bytes, name: str) -> Path:
     manifest = json.loads((folder / "manifest.json").read_text())
     (folder / manifest["files"]["practices"]["path"]).unlink()
     (folder / name).write_bytes(table_bytes)
-    manifest["files"]["practices"] = {"path": name, "rows": 1,
-                                      "sha256": sha256_file(folder / name)}
+    manifest["files"]["practices"] = {"path": name, "rows": 1, "sha256": sha256_file(folder / name)}
     write_manifest(folder, manifest)
     return folder
 
@@ -474,17 +586,20 @@ def test_a_bare_carriage_return_in_a_csv_field_refuses_the_file_whole(tmp_path):
     # does not quote a field holding "\r", and DuckDB's reader cannot read the file. The
     # delivery is refused whole, naming the file. Quoted, the same value is read and
     # quarantined like any other bad id.
-    folder = one_table_delivery(tmp_path / "landing", b"practice_id,region\n0\r,London\n",
-                                "practices.csv")
+    folder = one_table_delivery(
+        tmp_path / "landing", b"practice_id,region\n0\r,London\n", "practices.csv"
+    )
     with connect(tmp_path / "wh.duckdb") as con:
         outcome = apply_folder(con, folder)
         assert con.execute("select count(*) from raw.practices").fetchone() == (0,)
     assert outcome.status == "refused"
     assert "practices.csv: unreadable_file" in outcome.reason
 
-    quoted = one_table_delivery(tmp_path / "quoted", b'practice_id,region\n"0\r",London\n',
-                                "practices.csv")
+    quoted = one_table_delivery(
+        tmp_path / "quoted", b'practice_id,region\n"0\r",London\n', "practices.csv"
+    )
     with connect(tmp_path / "quoted.duckdb") as con:
         assert apply_folder(con, quoted).status == "applied"
         assert con.execute("select rule from audit.quarantine").fetchall() == [
-            ("id_format:practice_id",)]
+            ("id_format:practice_id",)
+        ]

@@ -18,10 +18,13 @@ import subprocess
 import duckdb
 import numpy as np
 import pytest
-
 from conftest import run_pipeline
-from release_checks import (assert_disclosure_safe,
-                            assert_model_statistics_come_from_released_values, read_csv)
+from release_checks import (
+    assert_disclosure_safe,
+    assert_model_statistics_come_from_released_values,
+    read_csv,
+)
+
 from sprx_pipeline.config import PROJECT_ROOT
 from sprx_pipeline.release import write_release
 from sprx_pipeline.report import write_report
@@ -34,8 +37,13 @@ PATIENTS, PRACTICES, SEED = 40_000, 10, 7
 
 
 def _built(root, effect: float):
-    generate(root / "landing", patients=PATIENTS, practices=PRACTICES, seed=SEED,
-             model=CausalModel(effect=effect))
+    generate(
+        root / "landing",
+        patients=PATIENTS,
+        practices=PRACTICES,
+        seed=SEED,
+        model=CausalModel(effect=effect),
+    )
     report = run_pipeline(root / "landing", root / "warehouse" / "sprx.duckdb")
     return report, duckdb.connect(str(root / "warehouse" / "sprx.work.duckdb"), read_only=True)
 
@@ -80,11 +88,14 @@ def test_every_generated_row_is_loaded(generated):
 def test_consultation_and_ae_rates_are_those_of_uk_primary_care(generated):
     _, work = generated
     consultations = _rate_per_person_year(
-        work, "select practice_id, patient_id, consultation_date as event_date "
-              "from raw.consultations")
+        work,
+        "select practice_id, patient_id, consultation_date as event_date from raw.consultations",
+    )
     ae = _rate_per_person_year(
-        work, "select practice_id, patient_id, attendance_date as event_date "
-              "from raw.hospital_attendances where setting = 'ae'")
+        work,
+        "select practice_id, patient_id, attendance_date as event_date "
+        "from raw.hospital_attendances where setting = 'ae'",
+    )
     assert 5.0 <= consultations <= 6.0
     assert 0.3 <= ae <= 0.4
 
@@ -104,17 +115,21 @@ def test_referral_uptake_reaches_one_to_two_percent_a_year_by_2019(generated):
         where m.group_type = 'all'
     """).fetchone()
     assert 0.01 <= referred_2019 / registered_mid_2019 <= 0.02
-    declines = work.execute("select count(*) filter (where category = 'declined') / count(*) "
-                            "from marts.sp_referrals where category in ('referral', 'declined')"
-                            ).fetchone()[0]
+    declines = work.execute(
+        "select count(*) filter (where category = 'declined') / count(*) "
+        "from marts.sp_referrals where category in ('referral', 'declined')"
+    ).fetchone()[0]
     assert 0.15 <= declines <= 0.25
 
 
 def _effects(work) -> dict[tuple[str, str], tuple[float, float, float, float]]:
-    return {(measure, estimate): (ratio, log_se, lower, upper)
-            for measure, estimate, ratio, log_se, lower, upper in work.execute(
-                "select measure, estimate, ratio, log_se, ci_lower, ci_upper "
-                "from marts.sp_effect_estimates where subgroup = 'all'").fetchall()}
+    return {
+        (measure, estimate): (ratio, log_se, lower, upper)
+        for measure, estimate, ratio, log_se, lower, upper in work.execute(
+            "select measure, estimate, ratio, log_se, ci_lower, ci_upper "
+            "from marts.sp_effect_estimates where subgroup = 'all'"
+        ).fetchall()
+    }
 
 
 def test_before_after_falls_when_referral_does_nothing(generated):
@@ -152,14 +167,19 @@ def test_matched_controls_share_the_cases_recent_use(generated):
     """Balance after matching: exact bands of recent use leave the matched cases and their
     controls within 0.1 standard deviations on every use covariate, from far apart before."""
     _, work = generated
-    rows = {covariate: (before, after) for covariate, before, after in work.execute(
-        "select covariate, smd_before, smd_after from marts.sp_covariate_balance "
-        "where subgroup = 'all' and statistic = 'mean'").fetchall()}
+    rows = {
+        covariate: (before, after)
+        for covariate, before, after in work.execute(
+            "select covariate, smd_before, smd_after from marts.sp_covariate_balance "
+            "where subgroup = 'all' and statistic = 'mean'"
+        ).fetchall()
+    }
     for covariate in ("consultations_recent", "consultations_pre", "ae_attendances_pre"):
         before, after = rows[covariate]
         assert before > 0.3 and abs(after) <= 0.1, (covariate, before, after)
     matched, eligible = work.execute(
-        "select max(matched_cases), max(cases) from marts.sp_covariate_balance").fetchone()
+        "select max(matched_cases), max(cases) from marts.sp_covariate_balance"
+    ).fetchone()
     assert 0.25 <= matched / eligible <= 0.6
 
 
@@ -173,7 +193,7 @@ def test_effect_is_the_mantel_haenszel_ratio_of_the_published_rows(generated):
         join marts.sp_matched_controls c
           on c.practice_id = o.practice_id and c.case_patient_id = o.patient_id
         group by o.practice_id, o.patient_id, o.post_consultations, o.post_days""").fetchall()
-    e1, t1, e0, t0 = (np.array(c, dtype=float) for c in zip(*sets))
+    e1, t1, e0, t0 = (np.array(c, dtype=float) for c in zip(*sets, strict=True))
     a, b = e1 * t0 / (t1 + t0), e0 * t1 / (t1 + t0)
     ratio = a.sum() / b.sum()
     log_se = np.sqrt(((a - ratio * b) ** 2).sum()) / a.sum()
@@ -210,7 +230,9 @@ def test_effect_intervals_are_those_of_a_poisson_gee_clustered_on_matched_sets(g
         union all
         select 0, practice_id || '|' || case_patient_id, pre_days, post_days,
                pre_consultations, post_consultations from marts.sp_matched_controls""").fetchall()
-    referred, sets, pre_days, post_days, pre, post = (np.array(c) for c in zip(*people))
+    referred, sets, pre_days, post_days, pre, post = (
+        np.array(c) for c in zip(*people, strict=True)
+    )
     post_flag = np.r_[np.zeros(len(people)), np.ones(len(people))]
     referred2 = np.r_[referred, referred].astype(float)
     y = np.r_[pre, post].astype(float)
@@ -223,9 +245,10 @@ def test_effect_intervals_are_those_of_a_poisson_gee_clustered_on_matched_sets(g
     effects = _effects(work)
     referred_var = cov[1, 1] + cov[3, 3] + 2 * cov[1, 3]
     for estimate, log_ratio, variance in (
-            ("control_post_vs_pre", beta[1], cov[1, 1]),
-            ("referred_post_vs_pre", beta[1] + beta[3], referred_var),
-            ("ratio_of_ratios", beta[3], cov[3, 3])):
+        ("control_post_vs_pre", beta[1], cov[1, 1]),
+        ("referred_post_vs_pre", beta[1] + beta[3], referred_var),
+        ("ratio_of_ratios", beta[3], cov[3, 3]),
+    ):
         ratio, log_se, _, _ = effects["consultations", estimate]
         assert ratio == pytest.approx(np.exp(log_ratio), abs=1e-4)
         assert log_se == pytest.approx(np.sqrt(variance), abs=2e-6)
@@ -246,11 +269,16 @@ def test_generated_release_rounds_every_count_and_recomputes_rates(generated_rel
     for row in read_csv(generated_release / "sp_outcome_summary.csv"):
         if row["rate_per_1000_py"]:
             assert float(row["rate_per_1000_py"]) == round(
-                1000 * int(row["events_rounded5"]) / int(row["person_years_rounded1"]), 2)
+                1000 * int(row["events_rounded5"]) / int(row["person_years_rounded1"]), 2
+            )
     for row in read_csv(generated_release / "sp_effect_estimates.csv"):
         if row["estimate"] == "referred_post_vs_pre" and row["ratio"]:
-            post = int(row["referred_post_events_rounded5"]) / int(row["referred_post_person_years_rounded1"])
-            pre = int(row["referred_pre_events_rounded5"]) / int(row["referred_pre_person_years_rounded1"])
+            post = int(row["referred_post_events_rounded5"]) / int(
+                row["referred_post_person_years_rounded1"]
+            )
+            pre = int(row["referred_pre_events_rounded5"]) / int(
+                row["referred_pre_person_years_rounded1"]
+            )
             assert float(row["ratio"]) == round(post / pre, 4)
     measures = read_csv(generated_release / "sp_measures.csv")
     yearly = [r for r in measures if r["measure"] == "referred_yearly"]
@@ -264,18 +292,37 @@ def test_report_renders_its_charts_in_headless_chromium(generated_release, tmp_p
     html = write_report(generated_release, tmp_path / "report.html")
     text = html.read_text()
     # Self-contained: nothing to fetch (the SVG namespace is a name, not a request).
-    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//|@import|url\(|<link\b|<script\s+src',
-                         text)
+    assert not re.search(
+        r'(src|href)\s*=\s*"(https?:)?//|@import|url\(|<link\b|<script\s+src', text
+    )
     screenshot = PROJECT_ROOT / "data" / "test-output" / "report.png"
     screenshot.parent.mkdir(parents=True, exist_ok=True)
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
-             "--window-size=1200,5200"]
-    dom = subprocess.run([*flags, "--dump-dom", html.as_uri()], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
-    subprocess.run([*flags, f"--screenshot={screenshot}", html.as_uri()], capture_output=True,
-                   timeout=120, check=True)
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        "--window-size=1200,5200",
+    ]
+    dom = subprocess.run(
+        [*flags, "--dump-dom", html.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    subprocess.run(
+        [*flags, f"--screenshot={screenshot}", html.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     rendered, total = map(int, re.search(r'data-charts-rendered="(\d+)/(\d+)"', dom).groups())
     # At least: a forest plot, 3 before/after panels, monthly columns, 8 yearly group charts,
     # declines, matching and prevalence bars (16; a second forest plot when the homeless

@@ -14,15 +14,19 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from warehouse_state import Site, contents, differences
 
 from sprx_pipeline import build as dbt_build
 from sprx_pipeline import scope
 from sprx_pipeline.codelists import Codelist
 from sprx_pipeline.config import DBT_PROJECT_DIR, DEFAULT_CODELIST_DIR
-from sprx_pipeline.pipeline import (active_codelist, current_publication, ingest_landing,
-                                    pull_codelists)
+from sprx_pipeline.pipeline import (
+    active_codelist,
+    current_publication,
+    ingest_landing,
+    pull_codelists,
+)
 from sprx_pipeline.warehouse import connect
-from warehouse_state import Site, contents, differences
 
 pytestmark = pytest.mark.slow  # uses the published tiny extract (one real dbt build per session)
 
@@ -66,7 +70,10 @@ def test_the_published_build_is_current_until_an_input_changes(site):
     broken.mkdir()
     (broken / "manifest.json").write_text("{not json")
     assert [o.status for o in ingest_landing(paths, site.landing).outcomes] == [
-        "refused", "skipped", "skipped"]
+        "refused",
+        "skipped",
+        "skipped",
+    ]
     assert current_publication(paths, codelist) is None
 
 
@@ -75,12 +82,16 @@ def test_a_refused_delivery_leaves_the_published_marts_as_they_were(site):
     audit.deliveries and the source-system summary), and leaves every other mart unchanged."""
     marts = contents(site.published, schemas=("marts",))
     systems = marts.pop("marts.dq_source_system_summary")
-    broken = shutil.copytree(site.landing / "2020-01-31_emis_001",
-                             site.landing / "2020-03-31_emis_002")
+    broken = shutil.copytree(
+        site.landing / "2020-01-31_emis_001", site.landing / "2020-03-31_emis_002"
+    )
     # A later full delivery whose consultations file was changed after its manifest was made.
     manifest = broken / "manifest.json"
-    manifest.write_text(manifest.read_text().replace("2020-01-31_emis_001", "2020-03-31_emis_002")
-                        .replace('"2020-01-31"', '"2020-03-31"'))
+    manifest.write_text(
+        manifest.read_text()
+        .replace("2020-01-31_emis_001", "2020-03-31_emis_002")
+        .replace('"2020-01-31"', '"2020-03-31"')
+    )
     consultations = next(broken.glob("consultations.*"))
     consultations.write_bytes(consultations.read_bytes() + b"\n")
     code, output = site.sprx("run")
@@ -91,16 +102,19 @@ def test_a_refused_delivery_leaves_the_published_marts_as_they_were(site):
     assert after.pop("marts.dq_source_system_summary") != systems
     assert differences(after, marts) == []
     with duckdb.connect(str(site.published), read_only=True) as con:
-        assert con.execute("select status from audit.deliveries where delivery_id = "
-                           "'2020-03-31_emis_002'").fetchall() == [("refused",)]
-        assert con.execute("select deliveries_applied, deliveries_refused from "
-                           "marts.dq_source_system_summary where source_system = 'EMIS'"
-                           ).fetchall() == [(1, 1)]
+        assert con.execute(
+            "select status from audit.deliveries where delivery_id = '2020-03-31_emis_002'"
+        ).fetchall() == [("refused",)]
+        assert con.execute(
+            "select deliveries_applied, deliveries_refused from "
+            "marts.dq_source_system_summary where source_system = 'EMIS'"
+        ).fetchall() == [(1, 1)]
 
 
 def test_an_edit_to_the_dbt_project_or_a_suite_changes_the_fingerprint(tmp_path):
-    project = shutil.copytree(DBT_PROJECT_DIR, tmp_path / "dbt_project",
-                              ignore=shutil.ignore_patterns("target", "logs"))
+    project = shutil.copytree(
+        DBT_PROJECT_DIR, tmp_path / "dbt_project", ignore=shutil.ignore_patterns("target", "logs")
+    )
     before = scope.fingerprint("0" * 64, {}, project)
     (project / "target").mkdir()  # dbt's own output is not an input
     (project / "target" / "manifest.json").write_text("{}")

@@ -13,12 +13,12 @@ from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
-
 from deliveries import write_delivery
+from tiny_extract import P1, REFERRAL
+
 from sprx_pipeline import pipeline, scope
 from sprx_pipeline.config import WarehousePaths
 from sprx_pipeline.warehouse import connect
-from tiny_extract import P1, REFERRAL
 
 D = date.fromisoformat
 
@@ -32,20 +32,36 @@ def copy_warehouse(source: WarehousePaths, folder: Path) -> WarehousePaths:
 def marts_of(paths: WarehousePaths) -> dict[str, list[tuple]]:
     """Every row of every mart (all of them: a new mart is compared too)."""
     with duckdb.connect(str(paths.work), read_only=True) as con:
-        marts = [name for (name,) in con.execute("select table_name from duckdb_tables() "
-                                                 "where schema_name = 'marts' order by 1").fetchall()]
+        marts = [
+            name
+            for (name,) in con.execute(
+                "select table_name from duckdb_tables() where schema_name = 'marts' order by 1"
+            ).fetchall()
+        ]
         assert len(marts) == 12, marts
-        return {mart: con.execute(f"select * from marts.{mart} order by all").fetchall()
-                for mart in marts}
+        return {
+            mart: con.execute(f"select * from marts.{mart} order by all").fetchall()
+            for mart in marts
+        }
 
 
-def test_a_delta_for_one_practice_rebuilds_that_practice_only_and_equals_a_full_build(tiny, tmp_path):
+def test_a_delta_for_one_practice_rebuilds_that_practice_only_and_equals_a_full_build(
+    tiny, tmp_path
+):
     paths = copy_warehouse(tiny.paths, tmp_path / "warehouse")
     before = marts_of(paths)
-    write_delivery(tmp_path / "landing", "2020-01-31_emis_002", "2020-01-31", "EMIS", [P1], {
-        "consultations": [("C07", "EDGE", P1, "2017-07-01", "face_to_face", "gp")],
-        "clinical_events": [("E30", "CTRL1", P1, "2018-01-01", REFERRAL, None, None)],
-    }, kind="delta")
+    write_delivery(
+        tmp_path / "landing",
+        "2020-01-31_emis_002",
+        "2020-01-31",
+        "EMIS",
+        [P1],
+        {
+            "consultations": [("C07", "EDGE", P1, "2017-07-01", "face_to_face", "gp")],
+            "clinical_events": [("E30", "CTRL1", P1, "2018-01-01", REFERRAL, None, None)],
+        },
+        kind="delta",
+    )
     pipeline.ingest_landing(paths, tmp_path / "landing")
 
     built = pipeline.build_warehouse(paths).build
@@ -58,21 +74,28 @@ def test_a_delta_for_one_practice_rebuilds_that_practice_only_and_equals_a_full_
     # EDGE: C07 (2017-07-01) joins C04 and C05 in the post window: 2 consultations become 3.
     # CTRL1 is now referred, index 2018-01-01 (age 2018 - 1962 = 56): C50 (2017-01-01, day
     # -365) and C51 (2017-12-01) fall in its pre window, nothing after; full follow-up.
-    columns = ("patient_id, index_date, age_at_index, age_band, pre_days, post_days, "
-               "pre_consultations, post_consultations")
+    columns = (
+        "patient_id, index_date, age_at_index, age_band, pre_days, post_days, "
+        "pre_consultations, post_consultations"
+    )
     assert outcome_rows(paths, columns, "'EDGE', 'CTRL1'") == [
         ("CTRL1", D("2018-01-01"), 56, "50-59", 365, 365, 2, 0),
-        ("EDGE", D("2017-06-15"), 57, "50-59", 365, 365, 1, 3)]
+        ("EDGE", D("2017-06-15"), 57, "50-59", 365, 365, 1, 3),
+    ]
     # EDGE keeps CTRL1: as of EDGE's index (2017-06-15) CTRL1 was not yet referred, so it
     # stays eligible, now censored the day before its referral: 2017-12-31, 199 days, with
     # C51 (2017-12-01) still inside. CTRL1's own trial finds nobody: its recent use is
     # (1, 1, 0) (C51; C50; no A&E in the year), and CTRL2 (0, 1, 0) and CTRL5 (0, 0, 0) differ.
     with duckdb.connect(str(paths.work), read_only=True) as con:
-        assert con.execute("select case_patient_id, control_patient_id, control_number, "
-                           "post_days, post_consultations, censored_at_referral from "
-                           "marts.sp_matched_controls order by 1, 3").fetchall() == [
-            ("CTRL5", "CTRL2", 1, 365, 0, False), ("EDGE", "CTRL1", 1, 199, 1, True),
-            ("EDGE", "CTRL5", 2, 258, 1, True)]
+        assert con.execute(
+            "select case_patient_id, control_patient_id, control_number, "
+            "post_days, post_consultations, censored_at_referral from "
+            "marts.sp_matched_controls order by 1, 3"
+        ).fetchall() == [
+            ("CTRL5", "CTRL2", 1, 365, 0, False),
+            ("EDGE", "CTRL1", 1, 199, 1, True),
+            ("EDGE", "CTRL5", 2, 258, 1, True),
+        ]
     # P002 was not rebuilt and did not change.
     p002 = [r for r in incremental["sp_patient_outcomes"] if "P002" in r]
     assert len(p002) == 1 and p002 == [r for r in before["sp_patient_outcomes"] if "P002" in r]
@@ -80,23 +103,42 @@ def test_a_delta_for_one_practice_rebuilds_that_practice_only_and_equals_a_full_
 
 def outcome_rows(paths: WarehousePaths, columns: str, patients: str) -> list[tuple]:
     with duckdb.connect(str(paths.work), read_only=True) as con:
-        return con.execute(f"select {columns} from marts.sp_patient_outcomes "
-                           f"where patient_id in ({patients}) order by 1").fetchall()
+        return con.execute(
+            f"select {columns} from marts.sp_patient_outcomes "
+            f"where patient_id in ({patients}) order by 1"
+        ).fetchall()
 
 
-def _delivery(con: duckdb.DuckDBPyConnection, delivery_id: str, practice: str, status: str,
-              applied_at: datetime) -> None:
-    con.execute("insert into audit.deliveries values (?, 'sha', date '2020-01-31', 'full', "
-                "'EMIS', ?, '', ?)", [delivery_id, status, applied_at])
+def _delivery(
+    con: duckdb.DuckDBPyConnection,
+    delivery_id: str,
+    practice: str,
+    status: str,
+    applied_at: datetime,
+) -> None:
+    con.execute(
+        "insert into audit.deliveries values (?, 'sha', date '2020-01-31', 'full', "
+        "'EMIS', ?, '', ?)",
+        [delivery_id, status, applied_at],
+    )
     con.execute("insert into audit.delivery_practices values (?, ?)", [delivery_id, practice])
 
 
-def _build(con: duckdb.DuckDBPyConnection, build_id: str, started_at: datetime, status: str,
-           fingerprint: str) -> None:
-    con.execute("insert into audit.builds values (?, ?, null, ?, null, null, null, null, null)",
-                [build_id, started_at, status])
-    con.execute("insert into audit.build_scopes values (?, ?, true, '', ?, 0)",
-                [build_id, started_at, fingerprint])
+def _build(
+    con: duckdb.DuckDBPyConnection,
+    build_id: str,
+    started_at: datetime,
+    status: str,
+    fingerprint: str,
+) -> None:
+    con.execute(
+        "insert into audit.builds values (?, ?, null, ?, null, null, null, null, null)",
+        [build_id, started_at, status],
+    )
+    con.execute(
+        "insert into audit.build_scopes values (?, ?, true, '', ?, 0)",
+        [build_id, started_at, fingerprint],
+    )
 
 
 def test_scope_is_the_practices_applied_since_the_last_successful_build(tmp_path):
@@ -106,7 +148,10 @@ def test_scope_is_the_practices_applied_since_the_last_successful_build(tmp_path
         _delivery(con, "d3", "P3", "refused", datetime(2026, 1, 1, 9, 2))
         first = scope.plan(con, "f1")
         assert (first.full_rebuild, first.reason, first.practices) == (
-            True, "no earlier successful build", ("P1", "P2"))  # P3's delivery was refused
+            True,
+            "no earlier successful build",
+            ("P1", "P2"),
+        )  # P3's delivery was refused
 
         _build(con, "b1", datetime(2026, 1, 1, 10), "published", "f1")
         _delivery(con, "d4", "P2", "applied", datetime(2026, 1, 2, 9))

@@ -10,40 +10,59 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from deliveries import write_delivery
+from tiny_extract import write_tiny_extract
+
 from sprx_pipeline import ingest
 from sprx_pipeline.config import WarehousePaths
 from sprx_pipeline.pipeline import ingest_landing
 from sprx_pipeline.warehouse import WarehouseBusy
-from tiny_extract import write_tiny_extract
 
 PRACTICE = [("P009", "Midlands")]
-PATIENTS = [("A", "P009", 1970, "F", "White", 3, "urban", None),
-            ("B", "P009", 1980, "M", "Asian", None, None, None)]
+PATIENTS = [
+    ("A", "P009", 1970, "F", "White", 3, "urban", None),
+    ("B", "P009", 1980, "M", "Asian", None, None, None),
+]
 REGISTRATIONS = [("RA", "A", "P009", "2010-01-01", None), ("RB", "B", "P009", "2012-05-01", None)]
 
 
-def small_delivery(landing: Path, delivery_id: str = "2020-01-31_vision_001",
-                   extracted_at: str = "2020-01-31", patients=PATIENTS,
-                   registrations=REGISTRATIONS, **tables) -> Path:
-    return write_delivery(landing, delivery_id, extracted_at, "Vision", ["P009"], {
-        "practices": PRACTICE, "patients": patients, "registrations": registrations, **tables})
+def small_delivery(
+    landing: Path,
+    delivery_id: str = "2020-01-31_vision_001",
+    extracted_at: str = "2020-01-31",
+    patients=PATIENTS,
+    registrations=REGISTRATIONS,
+    **tables,
+) -> Path:
+    return write_delivery(
+        landing,
+        delivery_id,
+        extracted_at,
+        "Vision",
+        ["P009"],
+        {"practices": PRACTICE, "patients": patients, "registrations": registrations, **tables},
+    )
 
 
 def contents(warehouse: Path) -> dict[str, list]:
     """Every row of the raw and audit tables, sorted, for before/after comparison."""
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        tables = con.execute("select schema_name, table_name from duckdb_tables() "
-                             "where schema_name in ('raw', 'audit') order by all").fetchall()
-        return {f"{s}.{t}": sorted(map(repr, con.execute(f"select * from {s}.{t}").fetchall()))
-                for s, t in tables}
+        tables = con.execute(
+            "select schema_name, table_name from duckdb_tables() "
+            "where schema_name in ('raw', 'audit') order by all"
+        ).fetchall()
+        return {
+            f"{s}.{t}": sorted(map(repr, con.execute(f"select * from {s}.{t}").fetchall()))
+            for s, t in tables
+        }
 
 
 def statuses(warehouse: Path) -> list[tuple]:
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        return con.execute("select delivery_id, status, reason from audit.deliveries "
-                           "order by applied_at, delivery_id").fetchall()
+        return con.execute(
+            "select delivery_id, status, reason from audit.deliveries "
+            "order by applied_at, delivery_id"
+        ).fetchall()
 
 
 @pytest.fixture
@@ -54,8 +73,7 @@ def paths(tmp_path: Path) -> WarehousePaths:
 def test_deliveries_are_applied_in_extracted_at_then_id_order(tmp_path, paths):
     landing = write_tiny_extract(tmp_path / "landing")
     report = ingest_landing(paths, landing)
-    assert [o.delivery_id for o in report.applied] == ["2019-06-30_tpp_001",
-                                                       "2020-01-31_emis_001"]
+    assert [o.delivery_id for o in report.applied] == ["2019-06-30_tpp_001", "2020-01-31_emis_001"]
 
 
 def test_rerun_with_nothing_new_changes_nothing(tmp_path, paths):
@@ -70,12 +88,14 @@ def test_rerun_with_nothing_new_changes_nothing(tmp_path, paths):
 def test_full_delivery_replaces_every_table_of_its_practices(tmp_path, paths):
     landing = tmp_path / "landing"
     small_delivery(landing, "2019-12-31_vision_001", "2019-12-31")
-    small_delivery(landing, "2020-01-31_vision_001", patients=PATIENTS[:1],
-                   registrations=REGISTRATIONS[:1])
+    small_delivery(
+        landing, "2020-01-31_vision_001", patients=PATIENTS[:1], registrations=REGISTRATIONS[:1]
+    )
     ingest_landing(paths, landing)
     with duckdb.connect(str(paths.work), read_only=True) as con:
         assert con.execute("select patient_id, _delivery_id from raw.patients").fetchall() == [
-            ("A", "2020-01-31_vision_001")]
+            ("A", "2020-01-31_vision_001")
+        ]
         assert con.execute("select count(*) from raw.registrations").fetchone() == (1,)
 
 
@@ -96,11 +116,18 @@ def test_older_delivery_for_the_same_practice_is_refused_not_rolled_back(tmp_pat
     landing = tmp_path / "landing"
     small_delivery(landing)
     ingest_landing(paths, landing)
-    small_delivery(landing, "2019-12-31_vision_001", "2019-12-31", patients=PATIENTS[:1],
-                   registrations=REGISTRATIONS[:1])
+    small_delivery(
+        landing,
+        "2019-12-31_vision_001",
+        "2019-12-31",
+        patients=PATIENTS[:1],
+        registrations=REGISTRATIONS[:1],
+    )
     report = ingest_landing(paths, landing)
     assert [(o.delivery_id, o.status) for o in report.outcomes] == [
-        ("2019-12-31_vision_001", "refused"), ("2020-01-31_vision_001", "skipped")]
+        ("2019-12-31_vision_001", "refused"),
+        ("2020-01-31_vision_001", "skipped"),
+    ]
     assert "out_of_order" in report.refused[0].reason
     assert "2020-01-31_vision_001" in report.refused[0].reason
 
@@ -123,8 +150,11 @@ def test_refusal_is_recorded_once_and_a_corrected_delivery_is_then_applied(tmp_p
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["patients"]["rows"] = 3
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    assert ingest_landing(paths, landing).refused[0].reason.endswith(
-        "row_count: the manifest says 3 rows, the file has 2")
+    assert (
+        ingest_landing(paths, landing)
+        .refused[0]
+        .reason.endswith("row_count: the manifest says 3 rows, the file has 2")
+    )
     assert [o.status for o in ingest_landing(paths, landing).outcomes] == ["skipped"]
     manifest["files"]["patients"]["rows"] = 2
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -139,37 +169,53 @@ def test_unreadable_manifest_is_refused_with_its_path(tmp_path, paths):
     small_delivery(landing)
     report = ingest_landing(paths, landing)
     assert [(o.delivery_id, o.status) for o in report.outcomes] == [
-        ("2020-01-31_broken", "refused"), ("2020-01-31_vision_001", "applied")]
+        ("2020-01-31_broken", "refused"),
+        ("2020-01-31_vision_001", "applied"),
+    ]
     assert "2020-01-31_broken/manifest.json: manifest_json" in report.refused[0].reason
 
 
 def test_bad_rows_are_quarantined_and_accounted_for(tmp_path, paths):
     landing = tmp_path / "landing"
-    small_delivery(landing, consultations=[
-        ("C1", "A", "P009", "2019-01-01", "face_to_face", "gp"),
-        ("C2", "A", "P009", "2019-02-30", "face_to_face", "gp"),   # no such date
-        ("C3", "Z", "P009", "2019-01-01", "telephone", "gp"),      # unknown patient
-        ("C4", "B", "P009", "2020-02-01", "telephone", "gp"),      # after extracted_at
-        ("C5", "B", "P009", "2019-01-01", "carrier_pigeon", "gp"),  # not an allowed mode
-        ("C6", "A", "P009", "1969-12-31", "telephone", "gp"),      # before year of birth
-    ], clinical_events=[
-        ("E1", "A", "P009", "2019-01-01", "871731000000106", "C1", None),
-        ("E2", "A", "P009", "2019-01-01", "871731000000107", None, None),  # Verhoeff fails
-        ("E3", "A", "P009", "2019-01-01", "871731000000106", "C2", None),  # quarantined consult
-    ])
+    small_delivery(
+        landing,
+        consultations=[
+            ("C1", "A", "P009", "2019-01-01", "face_to_face", "gp"),
+            ("C2", "A", "P009", "2019-02-30", "face_to_face", "gp"),  # no such date
+            ("C3", "Z", "P009", "2019-01-01", "telephone", "gp"),  # unknown patient
+            ("C4", "B", "P009", "2020-02-01", "telephone", "gp"),  # after extracted_at
+            ("C5", "B", "P009", "2019-01-01", "carrier_pigeon", "gp"),  # not an allowed mode
+            ("C6", "A", "P009", "1969-12-31", "telephone", "gp"),  # before year of birth
+        ],
+        clinical_events=[
+            ("E1", "A", "P009", "2019-01-01", "871731000000106", "C1", None),
+            ("E2", "A", "P009", "2019-01-01", "871731000000107", None, None),  # Verhoeff fails
+            ("E3", "A", "P009", "2019-01-01", "871731000000106", "C2", None),  # quarantined consult
+        ],
+    )
     ingest_landing(paths, landing)
     with duckdb.connect(str(paths.work), read_only=True) as con:
-        rules = con.execute("select row_json->>'$.consultation_id', rule from audit.quarantine "
-                            "where table_name = 'consultations' order by 1").fetchall()
-        assert rules == [("C2", "invalid_date:consultation_date"), ("C3", "unknown_patient"),
-                         ("C4", "after_extracted_at:consultation_date"),
-                         ("C5", "allowed_values:mode"), ("C6", "before_birth")]
-        events = con.execute("select row_json->>'$.event_id', rule from audit.quarantine "
-                             "where table_name = 'clinical_events' order by 1").fetchall()
+        rules = con.execute(
+            "select row_json->>'$.consultation_id', rule from audit.quarantine "
+            "where table_name = 'consultations' order by 1"
+        ).fetchall()
+        assert rules == [
+            ("C2", "invalid_date:consultation_date"),
+            ("C3", "unknown_patient"),
+            ("C4", "after_extracted_at:consultation_date"),
+            ("C5", "allowed_values:mode"),
+            ("C6", "before_birth"),
+        ]
+        events = con.execute(
+            "select row_json->>'$.event_id', rule from audit.quarantine "
+            "where table_name = 'clinical_events' order by 1"
+        ).fetchall()
         assert events == [("E2", "snomed_code:snomed_code"), ("E3", "unknown_consultation")]
-        accounts = con.execute("select table_name, received, loaded, quarantined from "
-                               "audit.delivery_tables where table_name in ('consultations', "
-                               "'clinical_events') order by 1").fetchall()
+        accounts = con.execute(
+            "select table_name, received, loaded, quarantined from "
+            "audit.delivery_tables where table_name in ('consultations', "
+            "'clinical_events') order by 1"
+        ).fetchall()
         assert accounts == [("clinical_events", 3, 1, 2), ("consultations", 6, 1, 5)]
 
 
@@ -179,12 +225,21 @@ def test_missing_landing_area_is_an_error_that_says_what_to_do(tmp_path, paths):
 
 
 def test_a_second_writer_is_told_the_warehouse_is_busy(tmp_path, paths):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\n"
-        "from sprx_pipeline.config import WarehousePaths\n"
-        "from sprx_pipeline.warehouse import writer_lock\n"
-        f"with writer_lock(WarehousePaths.at({str(paths.published)!r})):\n"
-        "    print('locked', flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\n"
+                "from sprx_pipeline.config import WarehousePaths\n"
+                "from sprx_pipeline.warehouse import writer_lock\n"
+                f"with writer_lock(WarehousePaths.at({str(paths.published)!r})):\n"
+                "    print('locked', flush=True); time.sleep(60)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(WarehouseBusy, match=f"being written by pid {holder.pid}"):
@@ -200,6 +255,7 @@ def test_a_second_writer_is_told_the_warehouse_is_busy(tmp_path, paths):
 def _rehash(folder: Path, table: str, path: Path) -> None:
     """Point the manifest's entry for `table` at `path` with its new hash."""
     from sprx_pipeline.contract import sha256_file
+
     data = json.loads((folder / "manifest.json").read_text())
     data["files"][table].update(path=path.name, sha256=sha256_file(path))
     (folder / "manifest.json").write_text(json.dumps(data))
@@ -216,37 +272,47 @@ def test_a_csv_with_a_byte_order_mark_and_crlf_lines_is_read_as_plain_utf8(tmp_p
     report = ingest_landing(paths, landing)
     assert [o.status for o in report.outcomes] == ["applied"]
     with duckdb.connect(str(paths.work), read_only=True) as con:
-        assert con.execute("select patient_id, rural_urban from raw.patients order by 1"
-                           ).fetchall() == [("A", "urban"), ("B", None)]
+        assert con.execute(
+            "select patient_id, rural_urban from raw.patients order by 1"
+        ).fetchall() == [("A", "urban"), ("B", None)]
 
 
 def test_parquet_written_by_pandas_keeps_integers_with_gaps_and_dates_as_timestamps(
-        tmp_path, paths):
+    tmp_path, paths
+):
     """pandas stores an integer column with a missing value as float (3.0) and dates as
     timestamps: whole floats and midnight timestamps load as the contract's int and date;
     a fraction or a time of day is still quarantined."""
     import pandas as pd
+
     landing = tmp_path / "landing"
     folder = small_delivery(landing, patients=PATIENTS * 2)
-    frame = pd.DataFrame({
-        "patient_id": ["A", "B", "C", "D"], "practice_id": ["P009"] * 4,
-        "year_of_birth": [1970, 1980, 1990, 1990], "sex": ["F", "M", "F", "M"],
-        "ethnicity": ["White", "Asian", "Black", "Other"], "imd_quintile": [3.0, None, 2.5, 1.0],
-        "rural_urban": ["urban", None, "rural", "rural"],
-        "date_of_death": pd.to_datetime([None, "2019-05-01", None, "2019-06-01 14:30"],
-                                        format="ISO8601")})
+    frame = pd.DataFrame(
+        {
+            "patient_id": ["A", "B", "C", "D"],
+            "practice_id": ["P009"] * 4,
+            "year_of_birth": [1970, 1980, 1990, 1990],
+            "sex": ["F", "M", "F", "M"],
+            "ethnicity": ["White", "Asian", "Black", "Other"],
+            "imd_quintile": [3.0, None, 2.5, 1.0],
+            "rural_urban": ["urban", None, "rural", "rural"],
+            "date_of_death": pd.to_datetime(
+                [None, "2019-05-01", None, "2019-06-01 14:30"], format="ISO8601"
+            ),
+        }
+    )
     (folder / "patients.csv").unlink()
     frame.to_parquet(folder / "patients.parquet", index=False)
     _rehash(folder, "patients", folder / "patients.parquet")
     report = ingest_landing(paths, landing)
     assert [o.status for o in report.outcomes] == ["applied"]
     with duckdb.connect(str(paths.work), read_only=True) as con:
-        assert con.execute("select patient_id, imd_quintile, date_of_death::varchar "
-                           "from raw.patients order by 1").fetchall() == [
-            ("A", 3, None), ("B", None, "2019-05-01")]
-        assert con.execute("select row_json->>'$.patient_id', rule from audit.quarantine "
-                           "order by 1").fetchall() == [("C", "not_integer:imd_quintile"),
-                                                        ("D", "invalid_date:date_of_death")]
+        assert con.execute(
+            "select patient_id, imd_quintile, date_of_death::varchar from raw.patients order by 1"
+        ).fetchall() == [("A", 3, None), ("B", None, "2019-05-01")]
+        assert con.execute(
+            "select row_json->>'$.patient_id', rule from audit.quarantine order by 1"
+        ).fetchall() == [("C", "not_integer:imd_quintile"), ("D", "invalid_date:date_of_death")]
 
 
 def test_a_record_id_already_held_by_another_practice_is_quarantined_not_doubled(tmp_path, paths):
@@ -255,20 +321,35 @@ def test_a_record_id_already_held_by_another_practice_is_quarantined_not_doubled
     first practice may still send its own C1 again."""
     landing = tmp_path / "landing"
     small_delivery(landing, consultations=[("C1", "A", "P009", "2019-01-01", "telephone", "gp")])
-    write_delivery(landing, "2020-01-31_vision_002", "2020-01-31", "Vision", ["P010"], {
-        "practices": [("P010", "London")],
-        "patients": [("A", "P010", 1975, "M", "Other", 2, "urban", None)],
-        "registrations": [("RA10", "A", "P010", "2011-01-01", None)],
-        "consultations": [("C1", "A", "P010", "2019-03-03", "video", "nurse"),
-                          ("C2", "A", "P010", "2019-03-04", "video", "nurse")]})
-    small_delivery(landing, "2020-02-29_vision_003", "2020-02-29",
-                   consultations=[("C1", "A", "P009", "2019-01-02", "telephone", "gp")])
+    write_delivery(
+        landing,
+        "2020-01-31_vision_002",
+        "2020-01-31",
+        "Vision",
+        ["P010"],
+        {
+            "practices": [("P010", "London")],
+            "patients": [("A", "P010", 1975, "M", "Other", 2, "urban", None)],
+            "registrations": [("RA10", "A", "P010", "2011-01-01", None)],
+            "consultations": [
+                ("C1", "A", "P010", "2019-03-03", "video", "nurse"),
+                ("C2", "A", "P010", "2019-03-04", "video", "nurse"),
+            ],
+        },
+    )
+    small_delivery(
+        landing,
+        "2020-02-29_vision_003",
+        "2020-02-29",
+        consultations=[("C1", "A", "P009", "2019-01-02", "telephone", "gp")],
+    )
     report = ingest_landing(paths, landing)
     assert [o.status for o in report.outcomes] == ["applied"] * 3
     with duckdb.connect(str(paths.work), read_only=True) as con:
-        assert con.execute("select consultation_id, practice_id, consultation_date::varchar "
-                           "from raw.consultations order by 1").fetchall() == [
-            ("C1", "P009", "2019-01-02"), ("C2", "P010", "2019-03-04")]
-        assert con.execute("select delivery_id, row_json->>'$.consultation_id', rule "
-                           "from audit.quarantine").fetchall() == [
-            ("2020-01-31_vision_002", "C1", "key_in_other_practice")]
+        assert con.execute(
+            "select consultation_id, practice_id, consultation_date::varchar "
+            "from raw.consultations order by 1"
+        ).fetchall() == [("C1", "P009", "2019-01-02"), ("C2", "P010", "2019-03-04")]
+        assert con.execute(
+            "select delivery_id, row_json->>'$.consultation_id', rule from audit.quarantine"
+        ).fetchall() == [("2020-01-31_vision_002", "C1", "key_in_other_practice")]

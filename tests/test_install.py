@@ -19,20 +19,29 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from packaging.markers import Marker
-
 import venvs
-from sprx_pipeline.config import PROJECT_ROOT, data_docs_assets
+from packaging.markers import Marker
 from tiny_extract import write_tiny_extract
+
+from sprx_pipeline.config import PROJECT_ROOT, data_docs_assets
 
 pytestmark = pytest.mark.slow  # a venv from PyPI and a real dbt build (a minute or two)
 
 LOCK = PROJECT_ROOT / "requirements.lock"
-AIRFLOW_SET = {"apache-airflow", "apache-airflow-core", "apache-airflow-task-sdk",
-               "astronomer-cosmos", "apache-airflow-providers-postgres", "psycopg2-binary"}
+AIRFLOW_SET = {
+    "apache-airflow",
+    "apache-airflow-core",
+    "apache-airflow-task-sdk",
+    "astronomer-cosmos",
+    "apache-airflow-providers-postgres",
+    "psycopg2-binary",
+}
 # Modules of the package an analyst's light install runs: all but the DAGs' helpers.
-LIGHT_MODULES = sorted(p.stem for p in (PROJECT_ROOT / "src" / "sprx_pipeline").glob("*.py")
-                       if p.stem not in ("__init__", "orchestration"))
+LIGHT_MODULES = sorted(
+    p.stem
+    for p in (PROJECT_ROOT / "src" / "sprx_pipeline").glob("*.py")
+    if p.stem not in ("__init__", "orchestration")
+)
 
 
 def canonical(name: str) -> str:
@@ -45,8 +54,11 @@ def lock_pins() -> dict[str, str]:
     pins = {}
     for line in LOCK.read_text().splitlines():
         requirement, _, marker = line.partition(";")
-        if requirement.strip() and not line.startswith("#") and (
-                not marker.strip() or Marker(marker.strip()).evaluate()):
+        if (
+            requirement.strip()
+            and not line.startswith("#")
+            and (not marker.strip() or Marker(marker.strip()).evaluate())
+        ):
             name, _, version = requirement.strip().partition("==")
             pins[canonical(name)] = version
     return pins
@@ -54,23 +66,47 @@ def lock_pins() -> dict[str, str]:
 
 def installed(python: Path | str) -> dict[str, str]:
     """Every distribution in the venv of `python` but this package: {name: version}."""
-    done = subprocess.run([str(python), "-m", "pip", "list", "--format=json",
-                           "--exclude-editable", "--disable-pip-version-check"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "list",
+            "--format=json",
+            "--exclude-editable",
+            "--disable-pip-version-check",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     tools = {"pip", "setuptools", "wheel", "sprx-pipeline"}
-    return {canonical(d["name"]): d["version"] for d in json.loads(done.stdout)
-            if canonical(d["name"]) not in tools}
+    return {
+        canonical(d["name"]): d["version"]
+        for d in json.loads(done.stdout)
+        if canonical(d["name"]) not in tools
+    }
 
 
 def source_copy(target: Path) -> Path:
     """This checkout as a user would clone it (tracked and new files, not what git ignores),
     plus the fetched Data Docs assets, so the wheel is built from outside the checkout."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=PROJECT_ROOT, capture_output=True,
-                            check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     assets = data_docs_assets()
-    extra = [str(p.relative_to(PROJECT_ROOT)) for p in assets.rglob("*") if p.is_file()] if (
-        assets.is_relative_to(PROJECT_ROOT)) else []
+    extra = (
+        [str(p.relative_to(PROJECT_ROOT)) for p in assets.rglob("*") if p.is_file()]
+        if (assets.is_relative_to(PROJECT_ROOT))
+        else []
+    )
     for name in filter(None, [*listed, *extra]):
         if (PROJECT_ROOT / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -86,11 +122,12 @@ def test_the_environment_holds_exactly_the_lock():
 
 
 def test_the_light_code_path_imports_no_airflow():
-    code = ("import importlib, sys\n"
-            f"for name in {LIGHT_MODULES!r}: importlib.import_module('sprx_pipeline.' + name)\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'airflow', 'cosmos'}))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    code = (
+        "import importlib, sys\n"
+        f"for name in {LIGHT_MODULES!r}: importlib.import_module('sprx_pipeline.' + name)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'airflow', 'cosmos'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "cli" in LIGHT_MODULES and "pipeline" in LIGHT_MODULES and len(LIGHT_MODULES) >= 20
     assert done.stdout.strip() == "[]"
 
@@ -106,8 +143,9 @@ def test_the_light_install_runs_the_pipeline_without_airflow(tmp_path):
     assert {name: version for name, version in light.items() if pins.get(name) != version} == {}
     assert {"dbt-core", "dbt-duckdb", "duckdb", "great-expectations", "pyarrow"} <= light.keys()
     assert subprocess.run([str(python), "-m", "pip", "check"], capture_output=True).returncode == 0
-    no_airflow = subprocess.run([str(python), "-c", "import airflow"], capture_output=True,
-                                text=True)
+    no_airflow = subprocess.run(
+        [str(python), "-c", "import airflow"], capture_output=True, text=True
+    )
     assert "No module named 'airflow'" in no_airflow.stderr
 
     # The tiny extract, end to end, from a folder that is not a checkout.
@@ -117,8 +155,9 @@ def test_the_light_install_runs_the_pipeline_without_airflow(tmp_path):
     warehouse = tmp_path / "warehouse" / "sprx.duckdb"
 
     def run(*args: str) -> str:
-        done = subprocess.run([str(sprx), *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=900)
+        done = subprocess.run(
+            [str(sprx), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
@@ -132,11 +171,16 @@ def test_the_light_install_runs_the_pipeline_without_airflow(tmp_path):
     assert (tmp_path / "release" / "manifest.json").is_file()
     assert (tmp_path / "report.html").stat().st_size > 20_000
     # The wheel carried the dbt project (not this checkout's) and the Data Docs assets.
-    bundled = subprocess.run([str(python), "-c", "from sprx_pipeline import config; "
-                              "print(config.PROJECT_ROOT)"], capture_output=True, text=True,
-                             env=env, cwd=tmp_path).stdout.strip()
+    bundled = subprocess.run(
+        [str(python), "-c", "from sprx_pipeline import config; print(config.PROJECT_ROOT)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    ).stdout.strip()
     assert Path(bundled).is_relative_to(tmp_path / "venv") and bundled.endswith("project")
-    index = (warehouse.with_name("sprx.quality") / "gx/uncommitted/data_docs/local_site/"
-             "index.html").read_text()
+    index = (
+        warehouse.with_name("sprx.quality") / "gx/uncommitted/data_docs/local_site/index.html"
+    ).read_text()
     assert "static/vendor/jquery@3.7.1/dist/jquery.min.js" in index
     assert "code.jquery.com" not in index

@@ -27,8 +27,12 @@ def test_pandas_reference_equals_the_published_patient_outcomes(tiny):
     # as in tests/test_linkage.py (C02 pre; C04 and C05 post; H01 pre A&E).
     edge = computed[computed["patient_id"] == "EDGE"].iloc[0]
     assert len(computed) == 8
-    assert (edge["pre_consultations"], edge["post_consultations"], edge["pre_ae_attendances"],
-            edge["post_emergency_admissions"]) == (1, 2, 1, 1)
+    assert (
+        edge["pre_consultations"],
+        edge["post_consultations"],
+        edge["pre_ae_attendances"],
+        edge["post_emergency_admissions"],
+    ) == (1, 2, 1, 1)
 
 
 def test_differences_names_the_row_that_differs(tiny):

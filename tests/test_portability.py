@@ -47,7 +47,9 @@ def portable_text(path: Path) -> str:
     return JINJA_STATEMENT.sub("", DUCKDB_MACRO.sub("", COMMENT.sub("", path.read_text())))
 
 
-SQL_FILES = sorted(p for folder in ("models", "macros", "tests") for p in (PROJECT / folder).rglob("*.sql"))
+SQL_FILES = sorted(
+    p for folder in ("models", "macros", "tests") for p in (PROJECT / folder).rglob("*.sql")
+)
 
 
 @pytest.mark.parametrize("path", SQL_FILES, ids=lambda p: str(p.relative_to(PROJECT)))
@@ -62,6 +64,7 @@ def test_the_check_finds_duckdb_syntax_where_it_is_and_not_in_its_dispatched_bod
     # uses only dbt's macros, so the file passes once the duckdb__ body is set aside.
     raw = (PROJECT / "macros" / "month_spine.sql").read_text()
     assert re.search(DUCKDB_ONLY["generate_series/range"], raw)
-    assert not re.search(DUCKDB_ONLY["generate_series/range"],
-                         portable_text(PROJECT / "macros" / "month_spine.sql"))
+    assert not re.search(
+        DUCKDB_ONLY["generate_series/range"], portable_text(PROJECT / "macros" / "month_spine.sql")
+    )
     assert len(SQL_FILES) > 30  # models, macros and generic tests were all found

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from tiny_extract import write_tiny_correction
 from warehouse_state import Site
 
@@ -31,11 +30,11 @@ REPUBLISHES = 5
 class Scenario:
     site: Site
     first_pid: int
-    first: tuple[int, str]    # exit code and output of run A
-    busy: tuple[int, str]     # run B, started while A held the warehouse
-    waited: tuple[int, str]   # run C, started with --wait while A held the warehouse
-    overlapped: bool          # A still held the warehouse once B had finished and C started
-    looks: list[dict]         # every look of the reader
+    first: tuple[int, str]  # exit code and output of run A
+    busy: tuple[int, str]  # run B, started while A held the warehouse
+    waited: tuple[int, str]  # run C, started with --wait while A held the warehouse
+    overlapped: bool  # A still held the warehouse once B had finished and C started
+    looks: list[dict]  # every look of the reader
 
 
 def wait_for(condition, what: str, seconds: float = 120) -> None:
@@ -57,13 +56,17 @@ def scenario(tiny, tmp_path_factory) -> Scenario:
     write_tiny_correction(site.landing)
     log, stop = site.root / "reader.jsonl", site.root / "stop-reading"
     with open(log, "w") as out:
-        reader = subprocess.Popen([sys.executable, str(READER), str(site.published), str(stop)],
-                                  stdout=out, stderr=subprocess.STDOUT)
+        reader = subprocess.Popen(
+            [sys.executable, str(READER), str(site.published), str(stop)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for(lambda: len(looks_so_far(log)) >= 5, "the reader's first looks")
         first = site.start("run")
-        wait_for(lambda: site.paths.lock.read_text() == f"pid {first.pid}",
-                 "run A to take the warehouse")
+        wait_for(
+            lambda: site.paths.lock.read_text() == f"pid {first.pid}", "run A to take the warehouse"
+        )
         busy = site.sprx("run")
         waiting = site.start("run", "--wait", "300")
         overlapped = first.poll() is None and site.paths.lock.read_text() == f"pid {first.pid}"
@@ -76,16 +79,25 @@ def scenario(tiny, tmp_path_factory) -> Scenario:
     finally:
         stop.touch()
         reader.wait(timeout=60)
-    return Scenario(site, first.pid, (first.returncode, first_output), busy,
-                    (waiting.returncode, waited_output), overlapped, looks_so_far(log))
+    return Scenario(
+        site,
+        first.pid,
+        (first.returncode, first_output),
+        busy,
+        (waiting.returncode, waited_output),
+        overlapped,
+        looks_so_far(log),
+    )
 
 
 def test_a_second_run_is_told_the_warehouse_is_busy_and_changes_nothing(scenario):
     code, output = scenario.busy
     assert code == 3
-    assert output.startswith(f"sprx: busy: {scenario.site.paths.work} is being written by "
-                             f"pid {scenario.first_pid}; wait for it to finish or pass a "
-                             "longer --wait")
+    assert output.startswith(
+        f"sprx: busy: {scenario.site.paths.work} is being written by "
+        f"pid {scenario.first_pid}; wait for it to finish or pass a "
+        "longer --wait"
+    )
     assert "Traceback" not in output
 
 
@@ -99,8 +111,9 @@ def test_a_run_that_waits_goes_after_the_first_and_finds_nothing_new(scenario):
     assert "nothing new since build" in output
     with duckdb.connect(str(scenario.site.paths.work), read_only=True) as con:
         # The tiny extract's build and A's: C built nothing; B never reached the file.
-        assert con.execute("select status, count(*) from audit.builds group by all").fetchall() \
-            == [("published", 2)]
+        assert con.execute("select status, count(*) from audit.builds group by all").fetchall() == [
+            ("published", 2)
+        ]
         assert con.execute("select count(*) from audit.deliveries").fetchone() == (3,)
 
 

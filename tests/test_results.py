@@ -18,9 +18,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from release_checks import (
+    assert_disclosure_safe,
+    assert_model_statistics_come_from_released_values,
+    read_csv,
+)
 
-from release_checks import (assert_disclosure_safe,
-                            assert_model_statistics_come_from_released_values, read_csv)
 from sprx_pipeline import disclosure
 from sprx_pipeline.build import run_dbt
 from sprx_pipeline.config import DBT_PROJECT_DIR
@@ -55,15 +58,16 @@ CONSULTATION_CI = (0.4426, 2.2798)
 
 
 def effect(tiny, subgroup: str, measure: str, estimate: str) -> tuple:
-    return tiny.query("select ratio, log_se, ci_lower, ci_upper from marts.sp_effect_estimates "
-                      "where subgroup = ? and measure = ? and estimate = ?",
-                      [subgroup, measure, estimate])[0]
+    return tiny.query(
+        "select ratio, log_se, ci_lower, ci_upper from marts.sp_effect_estimates "
+        "where subgroup = ? and measure = ? and estimate = ?",
+        [subgroup, measure, estimate],
+    )[0]
 
 
 def test_referred_consultation_ratio_and_interval_match_the_hand_working(tiny):
     ratio, log_se, lower, upper = effect(tiny, "all", "consultations", "referred_post_vs_pre")
-    assert (ratio, log_se, lower, upper) == (CONSULTATION_RATIO, CONSULTATION_SE,
-                                             *CONSULTATION_CI)
+    assert (ratio, log_se, lower, upper) == (CONSULTATION_RATIO, CONSULTATION_SE, *CONSULTATION_CI)
     # The bounds follow from the rounded se too (to the 4th decimal).
     assert lower == pytest.approx(21888 / 21790 * math.exp(-Z * 0.418175), abs=1e-4)
 
@@ -78,10 +82,12 @@ def test_effect_compares_post_window_rates_within_matched_sets(tiny):
     # sqrt(0.5) / 1.761134 = 0.401507; 95% CI 2.3836 * exp(-+1.959964 * 0.401507) =
     # 1.0851 .. 5.2359. Its inputs are the matched sets' only: 2 cases, 3 controls.
     assert effect(tiny, "all", "consultations", "effect") == (2.3836, 0.401507, 1.0851, 5.2359)
-    inputs = tiny.query("select kind, referred_patients, control_patients, "
-                        "referred_post_events, control_post_events from "
-                        "marts.sp_effect_estimates where subgroup = 'all' and measure = "
-                        "'consultations' and estimate = 'effect'")
+    inputs = tiny.query(
+        "select kind, referred_patients, control_patients, "
+        "referred_post_events, control_post_events from "
+        "marts.sp_effect_estimates where subgroup = 'all' and measure = "
+        "'consultations' and estimate = 'effect'"
+    )
     assert inputs == [("causal", 2, 3, 3, 2)]
     # A&E: no post-window attendance in either set (EDGE's H03 is day +366), so no ratio.
     assert effect(tiny, "all", "ae_attendances", "effect")[0] is None
@@ -97,28 +103,44 @@ def test_ae_ratio_and_estimates_of_the_controls(tiny):
     # 1 in 365, 0 in 365) (0 - 0.738866)/2 - (1 - 1)/3 = -0.369433: se 0.522457, 95% CI
     # 0.7389 * exp(-+1.959964 * 0.522457) = 0.2654 .. 2.0572.
     assert effect(tiny, "all", "consultations", "control_post_vs_pre") == (
-        0.7389, 0.522457, 0.2654, 2.0572)
+        0.7389,
+        0.522457,
+        0.2654,
+        2.0572,
+    )
     # Ratio of ratios 1.004497 / 0.738866 = 1.3595; var = sum (u - v)^2 over the eight sets
     # (v = 0 where a case has no controls): EDGE (0.115898 - 0.369433)^2, CTRL5
     # (-0.009102 + 0.369433)^2 and the six others' u^2: se 0.596216, 95% CI 0.4226 .. 4.3740.
     assert effect(tiny, "all", "consultations", "ratio_of_ratios") == (
-        1.3595, 0.596216, 0.4226, 4.374)
+        1.3595,
+        0.596216,
+        0.4226,
+        4.374,
+    )
     # Emergency admissions: no referred event before index, so no ratio at all.
     assert effect(tiny, "all", "emergency_admissions", "referred_post_vs_pre") == (
-        None, None, None, None)
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 def test_homeless_subgroup_is_the_patient_found_homeless_before_index(tiny):
     # DEREG's homeless finding (2017-11-01) precedes the index (2018-01-10): 1 consultation
     # in 365 days before, 1 in 80 after: ratio 365/80 = 4.5625. Controls must share the
     # homeless finding, and nobody else has one: no controls, so no effect either.
-    rows = tiny.query("select estimate, referred_patients, control_patients, ratio, ci_lower "
-                      "from marts.sp_effect_estimates where subgroup = 'homeless' "
-                      "and measure = 'consultations' order by estimate")
-    assert rows == [("control_post_vs_pre", 1, 0, None, None),
-                    ("effect", 0, 0, None, None),
-                    ("ratio_of_ratios", 1, 0, None, None),
-                    ("referred_post_vs_pre", 1, 0, 4.5625, None)]
+    rows = tiny.query(
+        "select estimate, referred_patients, control_patients, ratio, ci_lower "
+        "from marts.sp_effect_estimates where subgroup = 'homeless' "
+        "and measure = 'consultations' order by estimate"
+    )
+    assert rows == [
+        ("control_post_vs_pre", 1, 0, None, None),
+        ("effect", 0, 0, None, None),
+        ("ratio_of_ratios", 1, 0, None, None),
+        ("referred_post_vs_pre", 1, 0, 4.5625, None),
+    ]
 
 
 def test_rates_carry_robust_intervals_and_agree_with_the_outcome_summary(tiny):
@@ -127,9 +149,11 @@ def test_rates_carry_robust_intervals_and_agree_with_the_outcome_summary(tiny):
     # each; LEAP 0.665936; CTRL6 1.665936; NEWREG 1 - 0.661550 = 0.338450; squares sum
     # 5.559484 / 100 = 0.055595, se 0.235786; 1334.98 * exp(-+1.959964 * 0.235786) =
     # 840.96 .. 2119.22.
-    rows = tiny.query("select events, person_days, rate_per_1000_py, log_se, ci_lower, ci_upper "
-                      "from marts.sp_outcome_rates where subgroup = 'all' and cohort = "
-                      "'referred' and measure = 'consultations' and \"window\" = 'pre'")
+    rows = tiny.query(
+        "select events, person_days, rate_per_1000_py, log_se, ci_lower, ci_upper "
+        "from marts.sp_outcome_rates where subgroup = 'all' and cohort = "
+        "'referred' and measure = 'consultations' and \"window\" = 'pre'"
+    )
     assert rows == [(10, 2736, 1334.98, 0.235786, 840.96, 2119.22)]
     mismatched = tiny.query("""
         select * from marts.sp_outcome_rates r
@@ -141,37 +165,56 @@ def test_rates_carry_robust_intervals_and_agree_with_the_outcome_summary(tiny):
 
 def test_matching_summary_counts_cases_by_number_of_controls(tiny):
     # Eight referred patients; EDGE found two controls (CTRL1, CTRL5), CTRL5 one (CTRL2).
-    rows = tiny.query("select controls_matched, cases, referred_patients, share_of_cases "
-                      "from marts.sp_matching_summary order by 1")
-    assert rows == [(0, 6, 8, 0.75), (1, 1, 8, 0.125), (2, 1, 8, 0.125), (3, 0, 8, 0.0),
-                    (4, 0, 8, 0.0), (5, 0, 8, 0.0)]
+    rows = tiny.query(
+        "select controls_matched, cases, referred_patients, share_of_cases "
+        "from marts.sp_matching_summary order by 1"
+    )
+    assert rows == [
+        (0, 6, 8, 0.75),
+        (1, 1, 8, 0.125),
+        (2, 1, 8, 0.125),
+        (3, 0, 8, 0.0),
+        (4, 0, 8, 0.0),
+        (5, 0, 8, 0.0),
+    ]
 
 
-@pytest.mark.parametrize("measure, start, where, expected", [
-    # Study years run Feb..Jan. 2015/16: everyone but NEWREG (from 2016-09) and CTRL2
-    # (from 2017-01) is registered: 12, nobody referred.
-    ("referred_yearly", "2015-02-01", "", (0, 12, 0.0)),
-    # 2017/18: all 13 at P001 and EXTRACT; referred EDGE, CTRL6, NEWREG and DEREG: 4 of 14.
-    ("referred_yearly", "2017-02-01", "", (4, 14, 4 / 14)),
-    # 2018/19: CTRL5 (2018-03-01) and EXTRACT (2019-01-15); DEREG's 2018-05-01 code was
-    # while unregistered.
-    ("referred_yearly", "2018-02-01", "", (2, 14, 2 / 14)),
-    # January 2018: DEREG, homeless since 2017-11-01, referred on the 10th; EDGE on the 1st.
-    ("referred_monthly_by_homeless", "2018-01-01", "and homeless", (1, 1, 1.0)),
-    ("referred_monthly_by_homeless", "2018-01-01", "and not homeless", (1, 13, 1 / 13)),
-    # 2017/18 for DEREG: the finding falls inside the year, not before it, so not homeless.
-    ("referred_yearly_by_homeless", "2017-02-01", "and not homeless", (4, 14, 4 / 14)),
-    # 2018/19: DECLINE's decline (E09) against CTRL5's and EXTRACT's referrals (E14, E20).
-    ("declined_share_yearly", "2018-02-01", "", (1, 3, 1 / 3)),
-    # 2017/18: five referral codes (E01, E02, E04, E07, E15), no decline.
-    ("declined_share_yearly", "2017-02-01", "", (0, 5, 0.0)),
-    ("referred_yearly_by_source_system", "2019-02-01", "and source_system = 'TPP'", (0, 1, 0.0)),
-    # 50-59 in 2018: EDGE, CTRL1-CTRL6 (CTRL2 registered from 2017); EDGE referred.
-    ("referred_monthly_by_age_band", "2018-01-01", "and age_band = '50-59'", (1, 7, 1 / 7)),
-])
+@pytest.mark.parametrize(
+    "measure, start, where, expected",
+    [
+        # Study years run Feb..Jan. 2015/16: everyone but NEWREG (from 2016-09) and CTRL2
+        # (from 2017-01) is registered: 12, nobody referred.
+        ("referred_yearly", "2015-02-01", "", (0, 12, 0.0)),
+        # 2017/18: all 13 at P001 and EXTRACT; referred EDGE, CTRL6, NEWREG and DEREG: 4 of 14.
+        ("referred_yearly", "2017-02-01", "", (4, 14, 4 / 14)),
+        # 2018/19: CTRL5 (2018-03-01) and EXTRACT (2019-01-15); DEREG's 2018-05-01 code was
+        # while unregistered.
+        ("referred_yearly", "2018-02-01", "", (2, 14, 2 / 14)),
+        # January 2018: DEREG, homeless since 2017-11-01, referred on the 10th; EDGE on the 1st.
+        ("referred_monthly_by_homeless", "2018-01-01", "and homeless", (1, 1, 1.0)),
+        ("referred_monthly_by_homeless", "2018-01-01", "and not homeless", (1, 13, 1 / 13)),
+        # 2017/18 for DEREG: the finding falls inside the year, not before it, so not homeless.
+        ("referred_yearly_by_homeless", "2017-02-01", "and not homeless", (4, 14, 4 / 14)),
+        # 2018/19: DECLINE's decline (E09) against CTRL5's and EXTRACT's referrals (E14, E20).
+        ("declined_share_yearly", "2018-02-01", "", (1, 3, 1 / 3)),
+        # 2017/18: five referral codes (E01, E02, E04, E07, E15), no decline.
+        ("declined_share_yearly", "2017-02-01", "", (0, 5, 0.0)),
+        (
+            "referred_yearly_by_source_system",
+            "2019-02-01",
+            "and source_system = 'TPP'",
+            (0, 1, 0.0),
+        ),
+        # 50-59 in 2018: EDGE, CTRL1-CTRL6 (CTRL2 registered from 2017); EDGE referred.
+        ("referred_monthly_by_age_band", "2018-01-01", "and age_band = '50-59'", (1, 7, 1 / 7)),
+    ],
+)
 def test_measures_numerators_and_denominators(tiny, measure, start, where, expected):
-    rows = tiny.query("select numerator, denominator, ratio from marts.sp_measures "
-                      f"where measure = ? and interval_start = ? {where}", [measure, D(start)])
+    rows = tiny.query(
+        "select numerator, denominator, ratio from marts.sp_measures "
+        f"where measure = ? and interval_start = ? {where}",
+        [measure, D(start)],
+    )
     assert len(rows) == 1
     numerator, denominator, ratio = rows[0]
     assert (numerator, denominator) == expected[:2]
@@ -179,21 +222,44 @@ def test_measures_numerators_and_denominators(tiny, measure, start, where, expec
 
 
 def test_measures_have_the_opensafely_shape_and_every_interval(tiny):
-    columns = [r[0] for r in tiny.query(
-        "select column_name from information_schema.columns where table_schema = 'marts' "
-        "and table_name = 'sp_measures' order by ordinal_position")]
-    assert columns[:6] == ["measure", "interval_start", "interval_end", "ratio", "numerator",
-                           "denominator"]
-    assert columns[6:] == ["age_band", "sex", "ethnicity", "imd_quintile", "region",
-                           "rural_urban", "source_system", "homeless"]
-    intervals = tiny.query("select measure, count(*), min(interval_start), max(interval_end) "
-                           "from marts.sp_measures where measure in ('referred_monthly', "
-                           "'referred_yearly') group by 1 order by 1")
-    assert intervals == [("referred_monthly", 60, D("2015-02-01"), D("2020-01-31")),
-                         ("referred_yearly", 5, D("2015-02-01"), D("2020-01-31"))]
+    columns = [
+        r[0]
+        for r in tiny.query(
+            "select column_name from information_schema.columns where table_schema = 'marts' "
+            "and table_name = 'sp_measures' order by ordinal_position"
+        )
+    ]
+    assert columns[:6] == [
+        "measure",
+        "interval_start",
+        "interval_end",
+        "ratio",
+        "numerator",
+        "denominator",
+    ]
+    assert columns[6:] == [
+        "age_band",
+        "sex",
+        "ethnicity",
+        "imd_quintile",
+        "region",
+        "rural_urban",
+        "source_system",
+        "homeless",
+    ]
+    intervals = tiny.query(
+        "select measure, count(*), min(interval_start), max(interval_end) "
+        "from marts.sp_measures where measure in ('referred_monthly', "
+        "'referred_yearly') group by 1 order by 1"
+    )
+    assert intervals == [
+        ("referred_monthly", 60, D("2015-02-01"), D("2020-01-31")),
+        ("referred_yearly", 5, D("2015-02-01"), D("2020-01-31")),
+    ]
 
 
 # --- release -------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_release(tiny, tmp_path_factory) -> Path:
@@ -205,29 +271,50 @@ def tiny_release(tiny, tmp_path_factory) -> Path:
 def test_sdc_rules_on_single_values():
     # Counts: 7 or fewer redacted; 8..12 -> 10; 13 -> 15; 1002 -> 1000.
     assert [disclosure.apply_sdc(v) for v in (0, 1, 7, 8, 12, 13, 1002, None)] == [
-        None, None, None, 10, 10, 15, 1000, None]
+        None,
+        None,
+        None,
+        10,
+        10,
+        15,
+        1000,
+        None,
+    ]
     # Person-years: 7 or fewer redacted, 7.4 (rounds to 7) too; others to a whole year.
     assert [disclosure.apply_person_time_sdc(v) for v in (5.49, 7.4, 7.6, 417.42, None)] == [
-        None, None, 8, 417, None]
+        None,
+        None,
+        8,
+        417,
+        None,
+    ]
 
 
 def test_tiny_release_redacts_small_counts_and_rounds_the_rest(tiny_release):
     assert_disclosure_safe(tiny_release)
     rows = read_csv(tiny_release / "sp_measures.csv")
-    year = [r for r in rows if r["measure"] == "referred_yearly"
-            and r["interval_start"] == "2017-02-01"]
+    year = [
+        r for r in rows if r["measure"] == "referred_yearly" and r["interval_start"] == "2017-02-01"
+    ]
     # numerator 4 -> redacted; denominator 14 -> 15; ratio not computable from a redaction.
     assert [(r["numerator_rounded5"], r["denominator_rounded5"], r["ratio"]) for r in year] == [
-        ("", "15", "")]
-    systems = {r["source_system"]: r for r in read_csv(tiny_release / "dq_source_system_summary.csv")}
+        ("", "15", "")
+    ]
+    systems = {
+        r["source_system"]: r for r in read_csv(tiny_release / "dq_source_system_summary.csv")
+    }
     # EMIS: 84 rows received -> 85, 83 loaded -> 85, 1 quarantined -> redacted, so the
     # quarantine percentage (recomputed from rounded counts) is redacted too; 13 study
     # patients -> 15, 7 referred -> redacted.
     emis = systems["EMIS"]
-    assert (emis["rows_received_rounded5"], emis["rows_loaded_rounded5"],
-            emis["rows_quarantined_rounded5"], emis["quarantined_percent"],
-            emis["study_patients_rounded5"], emis["referred_patients_rounded5"]) == (
-        "85", "85", "", "", "15", "")
+    assert (
+        emis["rows_received_rounded5"],
+        emis["rows_loaded_rounded5"],
+        emis["rows_quarantined_rounded5"],
+        emis["quarantined_percent"],
+        emis["study_patients_rounded5"],
+        emis["referred_patients_rounded5"],
+    ) == ("85", "85", "", "", "15", "")
     # Eight referred patients: every outcome count and estimate is redacted.
     effects = read_csv(tiny_release / "sp_effect_estimates.csv")
     assert {r["ratio"] for r in effects} == {""} and len(effects) == 24
@@ -246,8 +333,11 @@ def test_manifest_lists_files_rows_rules_and_build(tiny, tiny_release):
     (build_id,) = tiny.query("select build_id from meta.publication")[0]
     assert manifest["build_id"] == build_id
     assert manifest["codelist"] == {"name": "social-prescribing", "version": "2026-11-22.1"}
-    assert manifest["data_period"] == {"start": "2015-02-01", "end": "2020-01-31",
-                                       "latest_extract": "2020-01-31"}
+    assert manifest["data_period"] == {
+        "start": "2015-02-01",
+        "end": "2020-01-31",
+        "latest_extract": "2020-01-31",
+    }
     assert manifest["rules"]["suppression_threshold"] == 7
     assert manifest["rules"]["rounding_multiple"] == 5
     for entry in manifest["files"]:
@@ -264,21 +354,34 @@ def test_release_refuses_a_folder_that_is_not_a_release(tiny, tmp_path):
 
 def test_cli_release_and_report_print_where_they_wrote(tiny, tmp_path):
     out = tmp_path / "release"
-    result = subprocess.run([SPRX, "release", "--warehouse", str(tiny.paths.published),
-                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [SPRX, "release", "--warehouse", str(tiny.paths.published), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert f"wrote release {out}" in result.stdout
     assert "sp_measures.csv" in result.stdout
     # Again over the earlier release: replaced whole.
-    again = subprocess.run([SPRX, "release", "--warehouse", str(tiny.paths.published),
-                            "--out", str(out)], capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [SPRX, "release", "--warehouse", str(tiny.paths.published), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
-    report = subprocess.run([SPRX, "report", "--release", str(out)], capture_output=True,
-                            text=True, timeout=120)
+    report = subprocess.run(
+        [SPRX, "report", "--release", str(out)], capture_output=True, text=True, timeout=120
+    )
     assert report.returncode == 0, report.stderr
     assert report.stdout.strip() == f"wrote report {tmp_path / 'release-report.html'}"
-    missing = subprocess.run([SPRX, "report", "--release", str(tmp_path / "none")],
-                             capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [SPRX, "report", "--release", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and missing.stderr.startswith("sprx: error: ")
     assert "Traceback" not in missing.stderr
 
@@ -302,16 +405,20 @@ def test_report_refuses_a_release_whose_files_changed(tiny_release, tmp_path):
 
 # --- dashboard-ready outputs ---------------------------------------------------------------
 
+
 def test_parquet_exports_hold_every_mart(tiny):
     link = tiny.paths.parquet
     assert link.is_symlink()
-    marts = {r[0] for r in tiny.query(
-        "select table_name from duckdb_tables() where schema_name = 'marts'")}
+    marts = {
+        r[0]
+        for r in tiny.query("select table_name from duckdb_tables() where schema_name = 'marts'")
+    }
     assert {p.stem for p in link.iterdir()} == marts
     with duckdb.connect() as con:
         for table in ("sp_measures", "sp_effect_estimates", "sp_patient_outcomes"):
-            (exported,) = con.execute("select count(*) from read_parquet(?)",
-                                      [str(link / f"{table}.parquet")]).fetchone()
+            (exported,) = con.execute(
+                "select count(*) from read_parquet(?)", [str(link / f"{table}.parquet")]
+            ).fetchone()
             assert exported == tiny.query(f"select count(*) from marts.{table}")[0][0]
 
 
@@ -347,24 +454,43 @@ def test_parquet_link_swaps_atomically_and_keeps_the_previous_folder(tmp_path):
 
 def test_dbt_docs_describe_every_column_of_every_published_mart(tiny, tmp_path):
     target = tmp_path / "target"
-    code, _ = run_dbt(["docs", "generate", "--project-dir", str(DBT_PROJECT_DIR),
-                       "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(target),
-                       "--log-path", str(tmp_path / "logs")], tiny.paths)
+    code, _ = run_dbt(
+        [
+            "docs",
+            "generate",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(target),
+            "--log-path",
+            str(tmp_path / "logs"),
+        ],
+        tiny.paths,
+    )
     assert code == 0
     manifest = json.loads((target / "manifest.json").read_text())
     catalog = json.loads((target / "catalog.json").read_text())
-    published = {r[0] for r in tiny.query(
-        "select table_name from duckdb_tables() where schema_name = 'marts'")}
+    published = {
+        r[0]
+        for r in tiny.query("select table_name from duckdb_tables() where schema_name = 'marts'")
+    }
     undocumented, seen = [], set()
     for unique_id, node in catalog["nodes"].items():
         if node["metadata"]["schema"] != "marts":
             continue
         seen.add(node["metadata"]["name"])
-        described = {name.lower(): column.get("description", "").strip()
-                     for name, column in manifest["nodes"][unique_id]["columns"].items()}
+        described = {
+            name.lower(): column.get("description", "").strip()
+            for name, column in manifest["nodes"][unique_id]["columns"].items()
+        }
         assert manifest["nodes"][unique_id]["description"].strip(), unique_id
-        undocumented += [f"{node['metadata']['name']}.{c}" for c in node["columns"]
-                         if not described.get(c.lower())]
+        undocumented += [
+            f"{node['metadata']['name']}.{c}"
+            for c in node["columns"]
+            if not described.get(c.lower())
+        ]
     assert seen == published
     assert undocumented == []
     exposures = {e["name"]: e for e in manifest["exposures"].values()}

@@ -18,22 +18,32 @@ import time
 
 import duckdb
 import pytest
-
 from conftest import BuiltWarehouse, run_pipeline
 from engine_compare import compare_marts
+from test_linkage import EXPECTED_OUTCOMES, OUTCOME_COLUMNS
+from tiny_extract import write_tiny_extract
+
 from sprx_pipeline import scope
 from sprx_pipeline.codelists import load_codelist
 from sprx_pipeline.config import WarehousePaths
 from sprx_pipeline.synthetic import generate
-from test_linkage import EXPECTED_OUTCOMES, OUTCOME_COLUMNS
-from tiny_extract import write_tiny_extract
 
 pytestmark = pytest.mark.slow
 
-MARTS = ["dq_practice_feedback", "dq_source_system_summary", "sp_covariate_balance",
-         "sp_effect_estimates", "sp_matched_controls", "sp_matching_summary", "sp_measures",
-         "sp_outcome_rates", "sp_outcome_summary", "sp_patient_outcomes", "sp_referrals",
-         "sp_uptake_monthly"]
+MARTS = [
+    "dq_practice_feedback",
+    "dq_source_system_summary",
+    "sp_covariate_balance",
+    "sp_effect_estimates",
+    "sp_matched_controls",
+    "sp_matching_summary",
+    "sp_measures",
+    "sp_outcome_rates",
+    "sp_outcome_summary",
+    "sp_patient_outcomes",
+    "sp_referrals",
+    "sp_uptake_monthly",
+]
 GENERATED_PATIENTS, GENERATED_PRACTICES, GENERATED_SEED = 3_000, 3, 5
 
 
@@ -64,8 +74,12 @@ def spark_tiny(tmp_path_factory) -> BuiltWarehouse:
 def generated_pair(tmp_path_factory) -> tuple[WarehousePaths, WarehousePaths]:
     """A generated extract of a few thousand patients, built on DuckDB and on Spark."""
     root = tmp_path_factory.mktemp("spark-generated")
-    generate(root / "landing", patients=GENERATED_PATIENTS, practices=GENERATED_PRACTICES,
-             seed=GENERATED_SEED)
+    generate(
+        root / "landing",
+        patients=GENERATED_PATIENTS,
+        practices=GENERATED_PRACTICES,
+        seed=GENERATED_SEED,
+    )
     built = {}
     for engine in ("duckdb", "spark"):
         started = time.perf_counter()
@@ -89,9 +103,10 @@ def test_every_mart_of_a_generated_extract_on_spark_equals_duckdbs(generated_pai
     with duckdb.connect(str(on_spark.published), read_only=True) as con:
         # Not vacuous: matching drew controls, and the effect estimate has a value.
         (controls,) = con.execute("select count(*) from marts.sp_matched_controls").fetchone()
-        (ratio,) = con.execute("select ratio from marts.sp_effect_estimates where subgroup = "
-                               "'all' and measure = 'consultations' and estimate = 'effect'"
-                               ).fetchone()
+        (ratio,) = con.execute(
+            "select ratio from marts.sp_effect_estimates where subgroup = "
+            "'all' and measure = 'consultations' and estimate = 'effect'"
+        ).fetchone()
     assert controls >= 10 and 0 < ratio < 10
 
 
@@ -99,27 +114,33 @@ def test_the_spark_build_holds_the_hand_worked_outcomes_matches_and_effect(spark
     rows = spark_tiny.query(f"select {OUTCOME_COLUMNS} from marts.sp_patient_outcomes order by 1")
     assert rows == EXPECTED_OUTCOMES
     # EDGE draws CTRL1 then CTRL5 (tests/tiny_extract.py); CTRL5, a case a year later, CTRL2.
-    assert spark_tiny.query("select case_patient_id, control_patient_id, control_number "
-                            "from marts.sp_matched_controls order by 1, 3") == [
-        ("CTRL5", "CTRL2", 1), ("EDGE", "CTRL1", 1), ("EDGE", "CTRL5", 2)]
+    assert spark_tiny.query(
+        "select case_patient_id, control_patient_id, control_number "
+        "from marts.sp_matched_controls order by 1, 3"
+    ) == [("CTRL5", "CTRL2", 1), ("EDGE", "CTRL1", 1), ("EDGE", "CTRL5", 2)]
     # The Mantel-Haenszel effect of tests/test_results.py, worked out there.
-    assert spark_tiny.query("select ratio, log_se, ci_lower, ci_upper from marts.sp_effect_estimates "
-                            "where subgroup = 'all' and measure = 'consultations' "
-                            "and estimate = 'effect'") == [(2.3836, 0.401507, 1.0851, 5.2359)]
+    assert spark_tiny.query(
+        "select ratio, log_se, ci_lower, ci_upper from marts.sp_effect_estimates "
+        "where subgroup = 'all' and measure = 'consultations' "
+        "and estimate = 'effect'"
+    ) == [(2.3836, 0.401507, 1.0851, 5.2359)]
 
 
 def test_the_spark_build_read_the_lake_and_recorded_a_full_build(spark_tiny):
     paths = spark_tiny.paths
     with duckdb.connect() as con:
-        lake_patients = con.execute("select count(*) from read_parquet(?)",
-                                    [f"{paths.lake}/raw/patients/*.parquet"]).fetchone()
+        lake_patients = con.execute(
+            "select count(*) from read_parquet(?)", [f"{paths.lake}/raw/patients/*.parquet"]
+        ).fetchone()
     assert lake_patients == (14,)  # the tiny extract's 14 patients
     with duckdb.connect(str(paths.work), read_only=True) as con:
         assert con.execute("select full_rebuild, reason from audit.build_scopes").fetchall() == [
-            (True, "the spark engine builds in full; incremental builds are DuckDB's")]
+            (True, "the spark engine builds in full; incremental builds are DuckDB's")
+        ]
         # The work file holds the marts Spark built, not stale DuckDB intermediate tables.
-        assert con.execute("select count(*) from duckdb_tables() where schema_name = "
-                           "'intermediate'").fetchone() == (0,)
+        assert con.execute(
+            "select count(*) from duckdb_tables() where schema_name = 'intermediate'"
+        ).fetchone() == (0,)
     assert spark_tiny.report.gate is not None and not spark_tiny.report.gate.failed
 
 
@@ -132,5 +153,6 @@ def test_a_duckdb_build_after_a_spark_build_rebuilds_in_full(spark_tiny, tmp_pat
     duckdb_fingerprint = scope.fingerprint(codelist.sha256, {"sp_codelist": codelist.name})
     with duckdb.connect(str(paths.work)) as con:
         planned = scope.plan(con, duckdb_fingerprint)
-    assert planned.full_rebuild and planned.reason.startswith("dbt project, codelist, dbt vars "
-                                                              "or engine changed since build")
+    assert planned.full_rebuild and planned.reason.startswith(
+        "dbt project, codelist, dbt vars or engine changed since build"
+    )

@@ -33,9 +33,15 @@ from sprx_pipeline.synthetic import CausalModel, GenerationSummary, generate
 
 EXTRACTED_AT = date(2020, 1, 31)
 REFERRAL, DECLINED = "871731000000106", "871711000000103"
-pytestmark = pytest.mark.slow     # every test here but the last generates an extract
-_SQL_TYPES = {"id": "VARCHAR", "text": "VARCHAR", "code": "VARCHAR", "int": "BIGINT",
-              "date": "DATE", "number": "DOUBLE"}
+pytestmark = pytest.mark.slow  # every test here but the last generates an extract
+_SQL_TYPES = {
+    "id": "VARCHAR",
+    "text": "VARCHAR",
+    "code": "VARCHAR",
+    "int": "BIGINT",
+    "date": "DATE",
+    "number": "DOUBLE",
+}
 
 
 def _load(root: Path, extracted_at: date = EXTRACTED_AT) -> duckdb.DuckDBPyConnection:
@@ -50,8 +56,9 @@ def _load(root: Path, extracted_at: date = EXTRACTED_AT) -> duckdb.DuckDBPyConne
                 parts.append(f"select * from read_parquet('{path}')")
             else:
                 columns = ", ".join(f"'{c.name}': '{_SQL_TYPES[c.kind]}'" for c in spec.columns)
-                parts.append(f"select * from read_csv('{path}', header = true, "
-                             f"columns = {{{columns}}})")
+                parts.append(
+                    f"select * from read_csv('{path}', header = true, columns = {{{columns}}})"
+                )
         con.execute(f"create table {table} as {' union all by name '.join(parts)}")
     con.execute(f"""
         create table reg as
@@ -65,8 +72,14 @@ def _load(root: Path, extracted_at: date = EXTRACTED_AT) -> duckdb.DuckDBPyConne
 @pytest.fixture(scope="module")
 def extract(tmp_path_factory) -> tuple[GenerationSummary, duckdb.DuckDBPyConnection]:
     messages: list[str] = []
-    summary = generate(tmp_path_factory.mktemp("landing"), patients=20_000, practices=20,
-                       seed=42, extracted_at=EXTRACTED_AT, progress=messages.append)
+    summary = generate(
+        tmp_path_factory.mktemp("landing"),
+        patients=20_000,
+        practices=20,
+        seed=42,
+        extracted_at=EXTRACTED_AT,
+        progress=messages.append,
+    )
     assert messages[-1].startswith("practices ") and messages[-1].endswith(")")
     assert len(messages) == len(summary.deliveries)
     return summary, _load(summary.out_dir)
@@ -77,7 +90,9 @@ def _one(con, sql: str):
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_same_arguments_give_identical_files(tmp_path):
@@ -100,7 +115,7 @@ def test_manifests_match_files(extract):
     systems, listed, formats = set(), [], set()
     totals = {table: 0 for table in TABLES}
     for delivery_id in summary.deliveries:
-        manifest = read_manifest(summary.out_dir / delivery_id)   # the contract's own checks
+        manifest = read_manifest(summary.out_dir / delivery_id)  # the contract's own checks
         raw = manifest.raw
         assert raw["kind"] == "full" and raw["contract_version"] == "1"
         assert raw["extracted_at"] == "2020-01-31"
@@ -119,7 +134,9 @@ def test_manifests_match_files(extract):
             totals[table] += entry.rows
             if csv:
                 with gzip.open(entry.path, "rt", encoding="utf-8") as handle:
-                    assert handle.readline().rstrip("\n").split(",") == list(TABLES[table].column_names)
+                    assert handle.readline().rstrip("\n").split(",") == list(
+                        TABLES[table].column_names
+                    )
             else:
                 schema = pq.read_schema(entry.path)
                 assert schema.names == list(TABLES[table].column_names)
@@ -128,8 +145,11 @@ def test_manifests_match_files(extract):
                     expected = {"date": pa.date32(), "int": pa.int64(), "number": pa.float64()}
                     assert field.type == expected.get(kinds[field.name], pa.string())
             # Every row comes from a practice the manifest lists.
-            strays = _one(con, f"""select count(*) from {reader}('{entry.path}')
-                where practice_id not in ({", ".join(f"'{p}'" for p in manifest.practices)})""")
+            strays = _one(
+                con,
+                f"""select count(*) from {reader}('{entry.path}')
+                where practice_id not in ({", ".join(f"'{p}'" for p in manifest.practices)})""",
+            )
             assert strays == 0
     assert totals == summary.rows
     assert sorted(listed) == [f"P{i:05d}" for i in range(1, 21)]
@@ -139,8 +159,11 @@ def test_manifests_match_files(extract):
 
 
 _ID_COLUMNS = [(t, c.name) for t, spec in TABLES.items() for c in spec.columns if c.kind == "id"]
-_EVENT_DATES = {"consultations": "consultation_date", "clinical_events": "event_date",
-                "hospital_attendances": "attendance_date"}
+_EVENT_DATES = {
+    "consultations": "consultation_date",
+    "clinical_events": "event_date",
+    "hospital_attendances": "attendance_date",
+}
 
 
 def _in(values) -> str:
@@ -151,12 +174,21 @@ def _contract_rules(extracted_at: date) -> dict[str, str]:
     """Each contract rule as a query counting the rows that break it."""
     x = f"date '{extracted_at}'"
     return {
-        **{f"{t}.{c} id format": f"select count(*) from {t} where {c} is not null "
-           f"and not regexp_full_match({c}, '[A-Za-z0-9_-]{{1,64}}')" for t, c in _ID_COLUMNS},
-        **{f"{t} key unique": f"select count(*) - count(distinct ({', '.join(spec.key)})) from {t}"
-           for t, spec in TABLES.items()},
-        "ids not null": "select " + " + ".join(f"(select count(*) from {t} where {c} is null)"
-                                   for t, c in _ID_COLUMNS if c != "consultation_id" or t != "clinical_events"),
+        **{
+            f"{t}.{c} id format": f"select count(*) from {t} where {c} is not null "
+            f"and not regexp_full_match({c}, '[A-Za-z0-9_-]{{1,64}}')"
+            for t, c in _ID_COLUMNS
+        },
+        **{
+            f"{t} key unique": f"select count(*) - count(distinct ({', '.join(spec.key)})) from {t}"
+            for t, spec in TABLES.items()
+        },
+        "ids not null": "select "
+        + " + ".join(
+            f"(select count(*) from {t} where {c} is null)"
+            for t, c in _ID_COLUMNS
+            if c != "consultation_id" or t != "clinical_events"
+        ),
         "region allowed": f"select count(*) from practices where region not in {_in(REGIONS)}",
         "year_of_birth range": f"select count(*) from patients where year_of_birth not between 1900 and {extracted_at.year}",
         "sex allowed": f"select count(*) from patients where sex is null or sex not in {_in(SEXES)}",
@@ -183,13 +215,18 @@ def _contract_rules(extracted_at: date) -> dict[str, str]:
         "staff_role allowed": f"select count(*) from consultations where staff_role not in {_in(STAFF_ROLES)} or staff_role is null",
         "setting allowed": f"select count(*) from hospital_attendances where setting not in {_in(ATTENDANCE_SETTINGS)} or setting is null",
         "snomed digits": "select count(*) from clinical_events where not regexp_full_match(snomed_code, '[0-9]{6,18}')",
-        **{f"{t} patient exists in practice": f"""select count(*) from {t} x where not exists
+        **{
+            f"{t} patient exists in practice": f"""select count(*) from {t} x where not exists
             (select 1 from patients p where p.patient_id = x.patient_id and p.practice_id = x.practice_id)"""
-           for t in ("registrations", *_EVENT_DATES)},
+            for t in ("registrations", *_EVENT_DATES)
+        },
         "patient practice listed": "select count(*) from patients where practice_id not in (select practice_id from practices)",
-        **{f"{t} dated within the patient's life and extract": f"""select count(*) from {t} x join patients p
+        **{
+            f"{t} dated within the patient's life and extract": f"""select count(*) from {t} x join patients p
             using (patient_id, practice_id) where x.{c} is null or x.{c} > {x}
-            or year(x.{c}) < p.year_of_birth or x.{c} > p.date_of_death""" for t, c in _EVENT_DATES.items()},
+            or year(x.{c}) < p.year_of_birth or x.{c} > p.date_of_death"""
+            for t, c in _EVENT_DATES.items()
+        },
         "event consultation exists, same patient and day": """select count(*) from clinical_events e
             where consultation_id is not null and not exists (select 1 from consultations c
             where c.consultation_id = e.consultation_id and c.patient_id = e.patient_id
@@ -217,7 +254,9 @@ def test_contract_rule_holds(extract, rule):
 
 def test_codes_are_snomed_ids(extract):
     _, con = extract
-    codes = [row[0] for row in con.execute("select distinct snomed_code from clinical_events").fetchall()]
+    codes = [
+        row[0] for row in con.execute("select distinct snomed_code from clinical_events").fetchall()
+    ]
     assert len(codes) == 11
     assert all(is_concept_id(code) for code in codes)
 
@@ -228,7 +267,13 @@ def test_csv_readable_without_hints(extract):
     described = con.execute(f"describe select * from read_csv('{path}')").fetchall()
     assert [row[0] for row in described] == list(TABLES["clinical_events"].column_names)
     # Empty fields are nulls, not empty strings.
-    assert _one(con, f"select count(*) from read_csv('{path}', all_varchar = true) where consultation_id = ''") == 0
+    assert (
+        _one(
+            con,
+            f"select count(*) from read_csv('{path}', all_varchar = true) where consultation_id = ''",
+        )
+        == 0
+    )
     assert _one(con, f"select count(*) from read_csv('{path}') where numeric_value is null") > 0
 
 
@@ -240,11 +285,16 @@ def test_rates_per_registered_person_year(extract):
     _, con = extract
     years = _person_years(con)
     assert 90_000 < years < 120_000
-    consultations = _one(con, """select count(distinct c.consultation_id) from consultations c
-        join reg r using (patient_id, practice_id) where c.consultation_date between r.s and r.e""")
-    rates = dict(con.execute("""select setting, count(*) from hospital_attendances h
+    consultations = _one(
+        con,
+        """select count(distinct c.consultation_id) from consultations c
+        join reg r using (patient_id, practice_id) where c.consultation_date between r.s and r.e""",
+    )
+    rates = dict(
+        con.execute("""select setting, count(*) from hospital_attendances h
         join reg r using (patient_id, practice_id) where h.attendance_date between r.s and r.e
-        group by setting""").fetchall())
+        group by setting""").fetchall()
+    )
     assert 5.0 <= consultations / years <= 6.0
     assert 0.3 <= rates["ae"] / years <= 0.4
     assert 0.08 <= rates["emergency_admission"] / years <= 0.10
@@ -258,27 +308,45 @@ def test_rates_per_registered_person_year(extract):
 
 def test_social_prescribing_uptake(extract):
     _, con = extract
-    referred_2019 = _one(con, f"""select count(distinct e.patient_id) from clinical_events e
+    referred_2019 = _one(
+        con,
+        f"""select count(distinct e.patient_id) from clinical_events e
         join reg r using (patient_id, practice_id) where e.snomed_code = '{REFERRAL}'
-        and year(e.event_date) = 2019 and e.event_date between r.s and r.e""")
-    registered_mid_2019 = _one(con, """select count(distinct patient_id) from reg
-        where date '2019-07-01' between s and e""")
+        and year(e.event_date) = 2019 and e.event_date between r.s and r.e""",
+    )
+    registered_mid_2019 = _one(
+        con,
+        """select count(distinct patient_id) from reg
+        where date '2019-07-01' between s and e""",
+    )
     assert 0.01 <= referred_2019 / registered_mid_2019 <= 0.02
-    codes = dict(con.execute(f"""select snomed_code, count(*) from clinical_events
-        where snomed_code in ('{REFERRAL}', '{DECLINED}') group by 1""").fetchall())
+    codes = dict(
+        con.execute(f"""select snomed_code, count(*) from clinical_events
+        where snomed_code in ('{REFERRAL}', '{DECLINED}') group by 1""").fetchall()
+    )
     assert 0.15 <= codes[DECLINED] / (codes[REFERRAL] + codes[DECLINED]) <= 0.25
-    by_year = dict(con.execute(f"""select year(event_date), count(*) from clinical_events
-        where snomed_code = '{REFERRAL}' group by 1""").fetchall())
-    assert by_year[2013] > 0 and by_year[2014] > 0          # referrals before the study start
-    assert by_year[2015] < by_year[2017] < by_year[2019]     # uptake rises
+    by_year = dict(
+        con.execute(f"""select year(event_date), count(*) from clinical_events
+        where snomed_code = '{REFERRAL}' group by 1""").fetchall()
+    )
+    assert by_year[2013] > 0 and by_year[2014] > 0  # referrals before the study start
+    assert by_year[2015] < by_year[2017] < by_year[2019]  # uptake rises
     patients = _one(con, "select count(*) from patients")
-    referred = _one(con, f"select count(distinct patient_id) from clinical_events where snomed_code = '{REFERRAL}'")
+    referred = _one(
+        con,
+        f"select count(distinct patient_id) from clinical_events where snomed_code = '{REFERRAL}'",
+    )
     again = codes[REFERRAL] - referred
     assert 0.10 <= again / referred <= 0.22
-    homeless = _one(con, "select count(distinct patient_id) from clinical_events where snomed_code = '32911000'")
+    homeless = _one(
+        con, "select count(distinct patient_id) from clinical_events where snomed_code = '32911000'"
+    )
     assert 0.001 <= homeless / patients <= 0.006
-    related = _one(con, """select count(distinct patient_id) from clinical_events
-        where snomed_code in ('390893007', '837111000000105', '771491000000104')""")
+    related = _one(
+        con,
+        """select count(distinct patient_id) from clinical_events
+        where snomed_code in ('390893007', '837111000000105', '771491000000104')""",
+    )
     assert 0.01 <= related / patients <= 0.05
 
 
@@ -291,15 +359,29 @@ def test_population_shape(extract):
     assert 0.01 <= share("imd_quintile is null") <= 0.03
     assert 0 < share("rural_urban is null") < 0.06
     assert 0.15 <= share("year_of_birth <= 1960") <= 0.35
-    assert 0.05 <= share("year_of_birth >= 2013") <= 0.12     # births during the history
-    twice = _one(con, """select count(*) from (select patient_id, practice_id from registrations
-        group by all having count(*) = 2)""")
+    assert 0.05 <= share("year_of_birth >= 2013") <= 0.12  # births during the history
+    twice = _one(
+        con,
+        """select count(*) from (select patient_id, practice_id from registrations
+        group by all having count(*) = 2)""",
+    )
     assert 0.01 <= twice / 20_000 <= 0.04
-    late = _one(con, "select count(distinct patient_id) from registrations where start_date > date '2015-02-01'")
-    assert late > 1_000                                           # partial pre windows happen
-    modes = dict(con.execute("select mode, count(*) / sum(count(*)) over () from consultations group by 1").fetchall())
+    late = _one(
+        con,
+        "select count(distinct patient_id) from registrations where start_date > date '2015-02-01'",
+    )
+    assert late > 1_000  # partial pre windows happen
+    modes = dict(
+        con.execute(
+            "select mode, count(*) / sum(count(*)) over () from consultations group by 1"
+        ).fetchall()
+    )
     assert 0.55 <= modes["face_to_face"] <= 0.65 and 0.25 <= modes["telephone"] <= 0.35
-    roles = dict(con.execute("select staff_role, count(*) / sum(count(*)) over () from consultations group by 1").fetchall())
+    roles = dict(
+        con.execute(
+            "select staff_role, count(*) / sum(count(*)) over () from consultations group by 1"
+        ).fetchall()
+    )
     assert 0.55 <= roles["gp"] <= 0.65 and 0 < roles["link_worker"] < 0.02
 
 
@@ -311,11 +393,17 @@ def _window_rates(con, events_sql: str) -> tuple[float, float]:
         and e.event_date between date '2015-02-01' and date '2020-01-31' group by all""")
     rates = []
     for lo, hi in ((-365, -1), (1, 365)):
-        days = _one(con, f"""select sum(greatest(least(r.e, i.d + {hi}) - greatest(r.s, i.d + ({lo})) + 1, 0))
-            from idx i join reg r using (patient_id, practice_id)""")
-        count = _one(con, f"""select count(*) from ({events_sql}) x join idx i using (patient_id, practice_id)
+        days = _one(
+            con,
+            f"""select sum(greatest(least(r.e, i.d + {hi}) - greatest(r.s, i.d + ({lo})) + 1, 0))
+            from idx i join reg r using (patient_id, practice_id)""",
+        )
+        count = _one(
+            con,
+            f"""select count(*) from ({events_sql}) x join idx i using (patient_id, practice_id)
             join reg r using (patient_id, practice_id)
-            where x.d between r.s and r.e and x.d between i.d + ({lo}) and i.d + {hi}""")
+            where x.d between r.s and r.e and x.d between i.d + ({lo}) and i.d + {hi}""",
+        )
         rates.append(count / days * 365.25)
     return rates[0], rates[1]
 
@@ -327,15 +415,18 @@ def test_referral_follows_recent_use_and_use_then_falls_by_itself(extract):
     _, con = extract
     consultations = "select patient_id, practice_id, consultation_date as d from consultations"
     pre, post = _window_rates(con, consultations)
-    assert pre > 2 * 5.5                                     # referred patients consult more
-    assert post / pre < 0.85 * 0.97                          # more fall than the effect
-    recent = _one(con, f"""select count(*) filter (where c.consultation_date >= i.d - 90)
+    assert pre > 2 * 5.5  # referred patients consult more
+    assert post / pre < 0.85 * 0.97  # more fall than the effect
+    recent = _one(
+        con,
+        """select count(*) filter (where c.consultation_date >= i.d - 90)
             / (count(*) filter (where c.consultation_date < i.d - 90) / 275.0 * 90)
         from idx i join consultations c using (patient_id, practice_id)
         join reg r using (patient_id, practice_id)
         where c.consultation_date between i.d - 365 and i.d - 1
-          and c.consultation_date between r.s and r.e and i.d - 365 >= r.s""")
-    assert recent > 1.15                                     # use peaks just before referral
+          and c.consultation_date between r.s and r.e and i.d - 365 >= r.s""",
+    )
+    assert recent > 1.15  # use peaks just before referral
 
 
 def _referred_windows(root: Path) -> dict[tuple[str, str], tuple[str, int, int]]:
@@ -354,12 +445,18 @@ def _referred_windows(root: Path) -> dict[tuple[str, str], tuple[str, int, int]]
 def test_the_effect_multiplies_each_referred_patients_own_counterfactual_rate(tmp_path):
     """One seed, two effects: the worlds agree on who is referred, when, and on every
     consultation before referral; after it, the effect thins the same patients' events."""
-    without = _referred_windows(generate(tmp_path / "null", patients=6_000, practices=3,
-                                         seed=11, model=CausalModel(effect=1.0)).out_dir)
-    with_effect = _referred_windows(generate(tmp_path / "effect", patients=6_000, practices=3,
-                                             seed=11, model=CausalModel(effect=0.7)).out_dir)
+    without = _referred_windows(
+        generate(
+            tmp_path / "null", patients=6_000, practices=3, seed=11, model=CausalModel(effect=1.0)
+        ).out_dir
+    )
+    with_effect = _referred_windows(
+        generate(
+            tmp_path / "effect", patients=6_000, practices=3, seed=11, model=CausalModel(effect=0.7)
+        ).out_dir
+    )
     assert without.keys() == with_effect.keys() and len(without) > 150
-    assert all(without[k][:2] == with_effect[k][:2] for k in without)   # dates, pre counts
+    assert all(without[k][:2] == with_effect[k][:2] for k in without)  # dates, pre counts
     post_without = sum(v[2] for v in without.values())
     post_with = sum(v[2] for v in with_effect.values())
     # Each post-window consultation of the world without referral kept with probability 0.7:
@@ -370,21 +467,35 @@ def test_the_effect_multiplies_each_referred_patients_own_counterfactual_rate(tm
 
 def test_small_extract_edge_cases(tmp_path):
     """A tiny extract, an early extract date and an effect that raises use keep the rules."""
-    summary = generate(tmp_path, patients=40, practices=5, seed=3, extracted_at=date(2016, 6, 30),
-                       model=CausalModel(effect=1.3))
+    summary = generate(
+        tmp_path,
+        patients=40,
+        practices=5,
+        seed=3,
+        extracted_at=date(2016, 6, 30),
+        model=CausalModel(effect=1.3),
+    )
     assert summary.rows["patients"] == 40 and summary.rows["practices"] == 5
     con = _load(tmp_path, date(2016, 6, 30))
-    broken = {rule: n for rule, sql in _contract_rules(date(2016, 6, 30)).items() if (n := _one(con, sql))}
+    broken = {
+        rule: n for rule, sql in _contract_rules(date(2016, 6, 30)).items() if (n := _one(con, sql))
+    }
     assert broken == {}
     assert {t: _one(con, f"select count(*) from {t}") for t in TABLES} == summary.rows
     one = generate(tmp_path / "one", patients=1, practices=1)
     assert one.rows["patients"] == 1 and len(one.deliveries) == 1
 
 
-@pytest.mark.parametrize("kwargs", [{"patients": 0}, {"practices": 0},
-                                    {"extracted_at": date(2012, 12, 31)},
-                                    {"model": CausalModel(effect=0.0)},
-                                    {"model": CausalModel(spell_consultation_factor=0.5)}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"patients": 0},
+        {"practices": 0},
+        {"extracted_at": date(2012, 12, 31)},
+        {"model": CausalModel(effect=0.0)},
+        {"model": CausalModel(spell_consultation_factor=0.5)},
+    ],
+)
 def test_bad_arguments_are_refused(tmp_path, kwargs):
     with pytest.raises(ValueError):
         generate(tmp_path, **kwargs)

@@ -37,7 +37,11 @@ from deliveries import write_delivery
 P1, P2 = "P001", "P002"
 EMIS_DELIVERY, TPP_DELIVERY = "2020-01-31_emis_001", "2019-06-30_tpp_001"
 REFERRAL, DECLINED, HOMELESS, PHYSICAL_ACTIVITY = (
-    "871731000000106", "871711000000103", "32911000", "390893007")
+    "871731000000106",
+    "871711000000103",
+    "32911000",
+    "390893007",
+)
 
 PATIENTS = [
     # patient_id, practice_id, year_of_birth, sex, ethnicity, imd_quintile, rural_urban, date_of_death
@@ -77,44 +81,44 @@ REGISTRATIONS = [
 ]
 
 CONSULTATIONS = [
-    ("C01", "EDGE", P1, "2016-06-14", "face_to_face", "gp"),     # index - 366: out
-    ("C02", "EDGE", P1, "2016-06-15", "telephone", "gp"),        # index - 365: pre
-    ("C03", "EDGE", P1, "2017-06-15", "face_to_face", "gp"),     # index day: neither
+    ("C01", "EDGE", P1, "2016-06-14", "face_to_face", "gp"),  # index - 366: out
+    ("C02", "EDGE", P1, "2016-06-15", "telephone", "gp"),  # index - 365: pre
+    ("C03", "EDGE", P1, "2017-06-15", "face_to_face", "gp"),  # index day: neither
     ("C04", "EDGE", P1, "2017-06-16", "face_to_face", "link_worker"),  # index + 1: post
-    ("C05", "EDGE", P1, "2018-06-15", "video", "gp"),            # index + 365: post
-    ("C06", "EDGE", P1, "2018-06-16", "face_to_face", "gp"),     # index + 366: out
-    ("C10", "LEAP", P1, "2015-03-01", "face_to_face", "gp"),     # index - 366: out
-    ("C11", "LEAP", P1, "2015-03-02", "face_to_face", "gp"),     # index - 365: pre
-    ("C12", "LEAP", P1, "2016-02-29", "telephone", "nurse"),     # leap day: pre
-    ("C13", "LEAP", P1, "2017-03-01", "face_to_face", "gp"),     # index + 365: post
-    ("C14", "LEAP", P1, "2017-03-02", "face_to_face", "gp"),     # index + 366: out
-    ("C20", "DEREG", P1, "2017-05-05", "face_to_face", "gp"),    # pre
-    ("C21", "DEREG", P1, "2018-03-31", "home_visit", "gp"),      # last registered day: post
-    ("C22", "DEREG", P1, "2018-04-15", "face_to_face", "gp"),    # not registered: out
-    ("C23", "DEREG", P1, "2018-07-01", "face_to_face", "gp"),    # after censoring: out
-    ("C30", "DEATH", P1, "2019-05-20", "home_visit", "gp"),      # day of death: post
-    ("C31", "DEATH", P1, "2019-06-01", "face_to_face", "gp"),    # after death: quarantined
-    ("C40", "NEWREG", P1, "2016-08-15", "face_to_face", "gp"),   # before registration: out
+    ("C05", "EDGE", P1, "2018-06-15", "video", "gp"),  # index + 365: post
+    ("C06", "EDGE", P1, "2018-06-16", "face_to_face", "gp"),  # index + 366: out
+    ("C10", "LEAP", P1, "2015-03-01", "face_to_face", "gp"),  # index - 366: out
+    ("C11", "LEAP", P1, "2015-03-02", "face_to_face", "gp"),  # index - 365: pre
+    ("C12", "LEAP", P1, "2016-02-29", "telephone", "nurse"),  # leap day: pre
+    ("C13", "LEAP", P1, "2017-03-01", "face_to_face", "gp"),  # index + 365: post
+    ("C14", "LEAP", P1, "2017-03-02", "face_to_face", "gp"),  # index + 366: out
+    ("C20", "DEREG", P1, "2017-05-05", "face_to_face", "gp"),  # pre
+    ("C21", "DEREG", P1, "2018-03-31", "home_visit", "gp"),  # last registered day: post
+    ("C22", "DEREG", P1, "2018-04-15", "face_to_face", "gp"),  # not registered: out
+    ("C23", "DEREG", P1, "2018-07-01", "face_to_face", "gp"),  # after censoring: out
+    ("C30", "DEATH", P1, "2019-05-20", "home_visit", "gp"),  # day of death: post
+    ("C31", "DEATH", P1, "2019-06-01", "face_to_face", "gp"),  # after death: quarantined
+    ("C40", "NEWREG", P1, "2016-08-15", "face_to_face", "gp"),  # before registration: out
     ("C41", "NEWREG", P1, "2016-10-10", "face_to_face", "nurse"),  # pre
-    ("C50", "CTRL1", P1, "2017-01-01", "face_to_face", "gp"),    # EDGE's index: pre
-    ("C51", "CTRL1", P1, "2017-12-01", "telephone", "gp"),       # EDGE's index: post
-    ("C70", "CTRL5", P1, "2016-10-01", "face_to_face", "gp"),    # EDGE's pre (earlier part)
-    ("C71", "CTRL5", P1, "2018-03-01", "face_to_face", "gp"),    # its own referral: index day
-    ("C72", "CTRL5", P1, "2017-09-01", "telephone", "gp"),       # EDGE's post; its own pre
-    ("C73", "CTRL5", P1, "2018-04-01", "face_to_face", "gp"),    # censored for EDGE; own post
-    ("C80", "CTRL6", P1, "2017-06-15", "face_to_face", "gp"),    # its referral, EDGE's index day
-    ("C81", "CTRL6", P1, "2017-04-01", "face_to_face", "gp"),    # recent (3 in 90 days)
+    ("C50", "CTRL1", P1, "2017-01-01", "face_to_face", "gp"),  # EDGE's index: pre
+    ("C51", "CTRL1", P1, "2017-12-01", "telephone", "gp"),  # EDGE's index: post
+    ("C70", "CTRL5", P1, "2016-10-01", "face_to_face", "gp"),  # EDGE's pre (earlier part)
+    ("C71", "CTRL5", P1, "2018-03-01", "face_to_face", "gp"),  # its own referral: index day
+    ("C72", "CTRL5", P1, "2017-09-01", "telephone", "gp"),  # EDGE's post; its own pre
+    ("C73", "CTRL5", P1, "2018-04-01", "face_to_face", "gp"),  # censored for EDGE; own post
+    ("C80", "CTRL6", P1, "2017-06-15", "face_to_face", "gp"),  # its referral, EDGE's index day
+    ("C81", "CTRL6", P1, "2017-04-01", "face_to_face", "gp"),  # recent (3 in 90 days)
     ("C82", "CTRL6", P1, "2017-05-01", "telephone", "gp"),
     ("C83", "CTRL6", P1, "2017-06-01", "face_to_face", "nurse"),
-    ("C84", "CTRL6", P1, "2017-08-01", "face_to_face", "gp"),    # post
-    ("C90", "CTRL2", P1, "2017-07-01", "face_to_face", "gp"),    # CTRL5's pre (earlier part)
+    ("C84", "CTRL6", P1, "2017-08-01", "face_to_face", "gp"),  # post
+    ("C90", "CTRL2", P1, "2017-07-01", "face_to_face", "gp"),  # CTRL5's pre (earlier part)
     ("C60", "EXTRACT", P2, "2018-03-03", "face_to_face", "gp"),  # pre
     ("C61", "EXTRACT", P2, "2019-06-30", "face_to_face", "gp"),  # extract date: post
 ]
 
 CLINICAL_EVENTS = [
     ("E01", "EDGE", P1, "2017-06-15", REFERRAL, "C03", None),
-    ("E02", "EDGE", P1, "2018-01-01", REFERRAL, None, None),      # second referral
+    ("E02", "EDGE", P1, "2018-01-01", REFERRAL, None, None),  # second referral
     ("E03", "LEAP", P1, "2016-03-01", REFERRAL, None, None),
     ("E04", "DEREG", P1, "2018-01-10", REFERRAL, None, None),
     ("E05", "DEREG", P1, "2017-11-01", HOMELESS, None, None),
@@ -125,22 +129,22 @@ CLINICAL_EVENTS = [
     ("E10", "CTRL3", P1, "2014-05-01", REFERRAL, None, None),
     ("E11", "LEAP", P1, "2016-04-01", PHYSICAL_ACTIVITY, None, None),
     ("E12", "CTRL1", P1, "2017-01-01", "38341003", "C50", 140),  # not an SP code
-    ("E13", "DEREG", P1, "2018-05-01", REFERRAL, None, None),     # while not registered
-    ("E14", "CTRL5", P1, "2018-03-01", REFERRAL, "C71", None),    # after EDGE's index
-    ("E15", "CTRL6", P1, "2017-06-15", REFERRAL, "C80", None),    # on EDGE's index date
+    ("E13", "DEREG", P1, "2018-05-01", REFERRAL, None, None),  # while not registered
+    ("E14", "CTRL5", P1, "2018-03-01", REFERRAL, "C71", None),  # after EDGE's index
+    ("E15", "CTRL6", P1, "2017-06-15", REFERRAL, "C80", None),  # on EDGE's index date
     ("E20", "EXTRACT", P2, "2019-01-15", REFERRAL, None, None),
 ]
 
 HOSPITAL_ATTENDANCES = [
-    ("H01", "EDGE", P1, "2017-06-14", "ae"),                   # index - 1: pre
+    ("H01", "EDGE", P1, "2017-06-14", "ae"),  # index - 1: pre
     ("H02", "EDGE", P1, "2018-06-15", "emergency_admission"),  # index + 365: post
-    ("H03", "EDGE", P1, "2018-06-16", "ae"),                   # index + 366: out
-    ("H04", "EDGE", P1, "2017-07-01", "elective_admission"),   # not a measure
-    ("H05", "DEATH", P1, "2019-05-20", "ae"),                  # day of death: post
-    ("H06", "DEREG", P1, "2018-02-01", "ae"),                  # post
-    ("H07", "LEAP", P1, "2016-03-01", "ae"),                   # index day: neither
-    ("H08", "CTRL1", P1, "2016-12-01", "ae"),                  # EDGE's pre: as EDGE's H01
-    ("H09", "CTRL5", P1, "2017-02-01", "ae"),                  # EDGE's pre; before its own
+    ("H03", "EDGE", P1, "2018-06-16", "ae"),  # index + 366: out
+    ("H04", "EDGE", P1, "2017-07-01", "elective_admission"),  # not a measure
+    ("H05", "DEATH", P1, "2019-05-20", "ae"),  # day of death: post
+    ("H06", "DEREG", P1, "2018-02-01", "ae"),  # post
+    ("H07", "LEAP", P1, "2016-03-01", "ae"),  # index day: neither
+    ("H08", "CTRL1", P1, "2016-12-01", "ae"),  # EDGE's pre: as EDGE's H01
+    ("H09", "CTRL5", P1, "2017-02-01", "ae"),  # EDGE's pre; before its own
 ]
 
 
@@ -152,16 +156,25 @@ def _for(practice: str, rows: list[tuple], position: int = 2) -> list[tuple]:
 def write_tiny_extract(landing: Path) -> Path:
     """Write the two deliveries of the tiny extract into `landing`."""
     for practice, delivery, extracted_at, system, region, fmt in (
-            (P1, EMIS_DELIVERY, "2020-01-31", "EMIS", "London", "csv"),
-            (P2, TPP_DELIVERY, "2019-06-30", "TPP", "North West", "parquet")):
-        write_delivery(landing, delivery, extracted_at, system, [practice], {
-            "practices": [(practice, region)],
-            "patients": _for(practice, PATIENTS, position=1),
-            "registrations": _for(practice, REGISTRATIONS),
-            "consultations": _for(practice, CONSULTATIONS),
-            "clinical_events": _for(practice, CLINICAL_EVENTS),
-            "hospital_attendances": _for(practice, HOSPITAL_ATTENDANCES),
-        }, fmt=fmt)
+        (P1, EMIS_DELIVERY, "2020-01-31", "EMIS", "London", "csv"),
+        (P2, TPP_DELIVERY, "2019-06-30", "TPP", "North West", "parquet"),
+    ):
+        write_delivery(
+            landing,
+            delivery,
+            extracted_at,
+            system,
+            [practice],
+            {
+                "practices": [(practice, region)],
+                "patients": _for(practice, PATIENTS, position=1),
+                "registrations": _for(practice, REGISTRATIONS),
+                "consultations": _for(practice, CONSULTATIONS),
+                "clinical_events": _for(practice, CLINICAL_EVENTS),
+                "hospital_attendances": _for(practice, HOSPITAL_ATTENDANCES),
+            },
+            fmt=fmt,
+        )
     return landing
 
 
@@ -183,5 +196,12 @@ def write_tiny_correction(landing: Path, delivery_id: str = CORRECTION_DELIVERY)
     referred patient (6 → 5), EDGE has no consultation in its pre window (1 → 0), and
     March 2017 loses its one referral.
     """
-    return write_delivery(landing, delivery_id, "2020-01-31", "EMIS", [P1], {
-        "consultations": CORRECTED_CONSULTATIONS, "deletions": DELETED}, kind="delta")
+    return write_delivery(
+        landing,
+        delivery_id,
+        "2020-01-31",
+        "EMIS",
+        [P1],
+        {"consultations": CORRECTED_CONSULTATIONS, "deletions": DELETED},
+        kind="delta",
+    )

@@ -25,13 +25,19 @@ def create(folder: Path, python: str = sys.executable) -> Path:
 
 def pip_install(python: Path, *args: str, timeout: float = 1800) -> None:
     """`pip install` into the venv of `python`; on failure, say what pip said."""
-    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                           "--disable-pip-version-check", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if done.returncode:
-        raise AssertionError(f"pip install {' '.join(args)} failed in {python.parent.parent}:\n"
-                             + "\n".join(line for line in done.stderr.splitlines()
-                                         if "is ignored: it is neither" not in line)[-4000:])
+        raise AssertionError(
+            f"pip install {' '.join(args)} failed in {python.parent.parent}:\n"
+            + "\n".join(
+                line for line in done.stderr.splitlines() if "is ignored: it is neither" not in line
+            )[-4000:]
+        )
 
 
 @contextmanager

@@ -40,23 +40,36 @@ def contents(path: Path, ignore_clock: bool = False, schemas: tuple[str, ...] = 
     """
     found: Contents = {}
     with duckdb.connect(str(path), read_only=True) as con:
-        tables = con.execute("select schema_name, table_name from duckdb_tables() "
-                             "order by all").fetchall()
+        tables = con.execute(
+            "select schema_name, table_name from duckdb_tables() order by all"
+        ).fetchall()
         for schema, table in tables:
             if (schemas and schema not in schemas) or (
-                    ignore_clock and (schema, table) in BUILD_HISTORY):
+                ignore_clock and (schema, table) in BUILD_HISTORY
+            ):
                 continue
-            columns = con.execute("select column_name, data_type from duckdb_columns() where "
-                                  "schema_name = ? and table_name = ? order by column_index",
-                                  [schema, table]).fetchall()
-            keep = [f'"{name}"' for name, kind in columns if not ignore_clock or not (
-                kind.startswith("TIMESTAMP") or name == "build_id"
-                or (table, name) == ("builds", "status"))]
+            columns = con.execute(
+                "select column_name, data_type from duckdb_columns() where "
+                "schema_name = ? and table_name = ? order by column_index",
+                [schema, table],
+            ).fetchall()
+            keep = [
+                f'"{name}"'
+                for name, kind in columns
+                if not ignore_clock
+                or not (
+                    kind.startswith("TIMESTAMP")
+                    or name == "build_id"
+                    or (table, name) == ("builds", "status")
+                )
+            ]
             query = f'select {", ".join(keep) or "count(*)"} from {schema}."{table}"'
             if ignore_clock and (schema, table) in SUCCESSFUL_BUILDS_ONLY:
-                query = (f"select distinct {', '.join(keep)} from {schema}.{table} where build_id "
-                         f"in (select build_id from audit.builds where status in "
-                         "('success', 'published'))")
+                query = (
+                    f"select distinct {', '.join(keep)} from {schema}.{table} where build_id "
+                    f"in (select build_id from audit.builds where status in "
+                    "('success', 'published'))"
+                )
             found[f"{schema}.{table}"] = sorted(map(repr, con.execute(query).fetchall()))
     return found
 
@@ -102,11 +115,17 @@ class Site:
         env = {k: v for k, v in os.environ.items() if k != KILL_AT_VARIABLE}
         if kill_at:
             env[KILL_AT_VARIABLE] = kill_at
-        return subprocess.Popen([*self.args(command), *extra], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [*self.args(command), *extra],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
-    def sprx(self, command: str, *extra: str, kill_at: str | None = None,
-             timeout: float = 300) -> tuple[int, str]:
+    def sprx(
+        self, command: str, *extra: str, kill_at: str | None = None, timeout: float = 300
+    ) -> tuple[int, str]:
         """Run `sprx COMMAND` to its end; its exit code (-9 when killed) and output."""
         process = self.start(command, *extra, kill_at=kill_at)
         output, _ = process.communicate(timeout=timeout)

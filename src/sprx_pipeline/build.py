@@ -52,12 +52,24 @@ class BuildReport:
     dbt_seconds: float = 0.0  # wall time of the dbt child process
 
 
-def dbt_args(command: str, paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
-             extra: list[str] | None = None) -> list[str]:
+def dbt_args(
+    command: str,
+    paths: WarehousePaths,
+    dbt_vars: dict[str, Any] | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
     """Command-line arguments for dbt against this warehouse's work file."""
-    args = [command, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-            "--target-path", str(paths.dbt_dir / "target"), "--log-path",
-            str(paths.dbt_dir / "logs")]
+    args = [
+        command,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(paths.dbt_dir / "target"),
+        "--log-path",
+        str(paths.dbt_dir / "logs"),
+    ]
     if dbt_vars:
         args += ["--vars", json.dumps(dbt_vars, sort_keys=True)]
     return args + (extra or [])
@@ -70,7 +82,11 @@ def run_dbt(args: list[str], paths: WarehousePaths) -> tuple[int, list[dict[str,
     of the process, and the publish step must open the work file straight afterwards.
     """
     dbt = Path(sys.executable).with_name("dbt")
-    env = {**os.environ, "SPRX_DUCKDB_PATH": str(paths.work), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    env = {
+        **os.environ,
+        "SPRX_DUCKDB_PATH": str(paths.work),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
     results_file = paths.dbt_dir / "target" / "run_results.json"
     results_file.unlink(missing_ok=True)
     with subprocess.Popen([str(dbt), *args], env=env, preexec_fn=die_with_parent()) as child:
@@ -96,6 +112,7 @@ def die_with_parent() -> Callable[[], None] | None:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the request took effect
             os._exit(1)
+
     return preexec
 
 
@@ -120,8 +137,9 @@ def suites_digest(folder: Path = EXPECTATIONS_DIR) -> str:
     return digest.hexdigest()
 
 
-def input_fingerprint(con: duckdb.DuckDBPyConnection, codelist: Codelist,
-                      build_fingerprint: str) -> str:
+def input_fingerprint(
+    con: duckdb.DuckDBPyConnection, codelist: Codelist, build_fingerprint: str
+) -> str:
     """SHA-256 of everything a build and its publication read, so equal fingerprints mean
     equal published content: the deliveries as recorded (applied and refused, by manifest
     hash), the codelist pulls, the active codelist, `build_fingerprint` (scope.fingerprint:
@@ -129,11 +147,13 @@ def input_fingerprint(con: duckdb.DuckDBPyConnection, codelist: Codelist,
     package's version. Clock times and build ids are left out on purpose."""
     parts = {
         "package": __version__,
-        "deliveries": con.execute("select delivery_id, manifest_sha256, status, reason "
-                                  "from audit.deliveries order by all").fetchall(),
+        "deliveries": con.execute(
+            "select delivery_id, manifest_sha256, status, reason from audit.deliveries order by all"
+        ).fetchall(),
         "codelist_pulls": con.execute(
             "select codelist, version, sha256, source, status, reason from audit.codelist_pulls "
-            "order by pulled_at, codelist").fetchall(),
+            "order by pulled_at, codelist"
+        ).fetchall(),
         "codelist": [codelist.name, codelist.version, codelist.sha256],
         "build": build_fingerprint,
         "expectations": suites_digest(),
@@ -148,15 +168,24 @@ def settle_builds(con: duckdb.DuckDBPyConnection, published_build_id: str | None
     lock) was interrupted: it becomes `abandoned`. A `success` build that the published file
     holds was published, and the process died before saying so: it becomes `published`.
     """
-    con.execute("update audit.builds set status = 'published', finished_at = now()::timestamp "
-                "where build_id = ? and status = 'success'", [published_build_id])
-    con.execute("update audit.builds set status = 'abandoned', finished_at = now()::timestamp "
-                "where status = 'running'")
+    con.execute(
+        "update audit.builds set status = 'published', finished_at = now()::timestamp "
+        "where build_id = ? and status = 'success'",
+        [published_build_id],
+    )
+    con.execute(
+        "update audit.builds set status = 'abandoned', finished_at = now()::timestamp "
+        "where status = 'running'"
+    )
 
 
-def open_build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
-               full_rebuild: bool = False,
-               engine: str = "duckdb") -> tuple[str, dict[str, Any], scope.BuildScope]:
+def open_build(
+    paths: WarehousePaths,
+    codelist: Codelist,
+    dbt_vars: dict[str, Any] | None = None,
+    full_rebuild: bool = False,
+    engine: str = "duckdb",
+) -> tuple[str, dict[str, Any], scope.BuildScope]:
     """Make `codelist` active, open a row in audit.builds and record the build's scope;
     return its id, the vars to run dbt with, and the scope."""
     build_id = uuid.uuid4().hex[:12]
@@ -169,16 +198,27 @@ def open_build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, An
             "insert into audit.builds (build_id, started_at, finished_at, status, codelist, "
             "codelist_version, codelist_sha256, dbt_vars, input_fingerprint) values "
             "(?, now()::timestamp, null, 'running', ?, ?, ?, ?, ?)",
-            [build_id, codelist.name, codelist.version, codelist.sha256,
-             json.dumps(merged_vars, sort_keys=True),
-             input_fingerprint(con, codelist, build_fingerprint)])
+            [
+                build_id,
+                codelist.name,
+                codelist.version,
+                codelist.sha256,
+                json.dumps(merged_vars, sort_keys=True),
+                input_fingerprint(con, codelist, build_fingerprint),
+            ],
+        )
         scope.record(con, build_id, planned)
     crash_point("build.started")
     return build_id, merged_vars, planned
 
 
-def start_build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
-                full_rebuild: bool = False, engine: str = "duckdb") -> tuple[str, dict[str, Any]]:
+def start_build(
+    paths: WarehousePaths,
+    codelist: Codelist,
+    dbt_vars: dict[str, Any] | None = None,
+    full_rebuild: bool = False,
+    engine: str = "duckdb",
+) -> tuple[str, dict[str, Any]]:
     """Make `codelist` active and open a build with its scope; return its id and the vars."""
     build_id, merged_vars, _ = open_build(paths, codelist, dbt_vars, full_rebuild, engine)
     return build_id, merged_vars
@@ -188,16 +228,23 @@ def finish_build(paths: WarehousePaths, build_id: str, status: str) -> None:
     """Close a build's row in audit.builds as success, failed or published."""
     con = connect(paths.work)
     try:
-        con.execute("update audit.builds set status = ?, finished_at = now()::timestamp "
-                    "where build_id = ?", [status, build_id])
+        con.execute(
+            "update audit.builds set status = ?, finished_at = now()::timestamp where build_id = ?",
+            [status, build_id],
+        )
     finally:
         con.close()
 
 
-def run_build(paths: WarehousePaths, build_id: str, merged_vars: dict[str, Any],
-              select: list[str] | None = None,
-              planned: scope.BuildScope | None = None, engine: str = "duckdb",
-              progress: Callable[[str], None] | None = None) -> BuildReport:
+def run_build(
+    paths: WarehousePaths,
+    build_id: str,
+    merged_vars: dict[str, Any],
+    select: list[str] | None = None,
+    planned: scope.BuildScope | None = None,
+    engine: str = "duckdb",
+    progress: Callable[[str], None] | None = None,
+) -> BuildReport:
     """`dbt build` an opened build; on any failure mark it failed and raise BuildError.
     On the `spark` engine dbt builds on Spark and the marts come back to the work file
     (`spark.build`)."""
@@ -215,14 +262,22 @@ def run_build(paths: WarehousePaths, build_id: str, merged_vars: dict[str, Any],
     passed, failed = failures(returncode, results)
     if failed:
         finish_build(paths, build_id, "failed")
-        raise BuildError("dbt build failed:\n  " + "\n  ".join(failed)
-                         + f"\n(full log: {paths.dbt_dir / 'logs' / 'dbt.log'})")
+        raise BuildError(
+            "dbt build failed:\n  "
+            + "\n  ".join(failed)
+            + f"\n(full log: {paths.dbt_dir / 'logs' / 'dbt.log'})"
+        )
     return BuildReport(build_id, passed, failed, planned, time.perf_counter() - started)
 
 
-def build(paths: WarehousePaths, codelist: Codelist, dbt_vars: dict[str, Any] | None = None,
-          select: list[str] | None = None, full_rebuild: bool = False,
-          engine: str = "duckdb") -> BuildReport:
+def build(
+    paths: WarehousePaths,
+    codelist: Codelist,
+    dbt_vars: dict[str, Any] | None = None,
+    select: list[str] | None = None,
+    full_rebuild: bool = False,
+    engine: str = "duckdb",
+) -> BuildReport:
     """Make `codelist` active, then `dbt build` the project (only the practices whose
     deliveries changed, unless a full rebuild is due); raise BuildError on any failure."""
     build_id, merged_vars, planned = open_build(paths, codelist, dbt_vars, full_rebuild, engine)

@@ -67,11 +67,13 @@ def parse_codelist_csv(data: bytes, where: str) -> tuple[Code, ...]:
     for line, row in enumerate(reader, start=2):
         code, category = (row.get("code") or "").strip(), (row.get("category") or "").strip()
         if problem := snomed_problem(code):
-            raise CodelistError(f"{where} line {line}: code {code!r} is not a SNOMED CT "
-                                f"concept id ({problem})")
+            raise CodelistError(
+                f"{where} line {line}: code {code!r} is not a SNOMED CT concept id ({problem})"
+            )
         if category not in CATEGORIES:
-            raise CodelistError(f"{where} line {line}: category {category!r} is not one of "
-                                f"{', '.join(CATEGORIES)}")
+            raise CodelistError(
+                f"{where} line {line}: category {category!r} is not one of {', '.join(CATEGORIES)}"
+            )
         if code in seen:
             raise CodelistError(f"{where} line {line}: code {code} is listed twice")
         seen.add(code)
@@ -84,8 +86,10 @@ def parse_codelist_csv(data: bytes, where: str) -> tuple[Code, ...]:
 def read_pins(path: Path) -> dict[str, dict]:
     """The `codelists` object of a codelist manifest (the pins), keyed by list name."""
     if not path.is_file():
-        raise CodelistError(f"{path}: no codelist manifest; expected {MANIFEST_NAME} pinning "
-                            "each list's version and sha256")
+        raise CodelistError(
+            f"{path}: no codelist manifest; expected {MANIFEST_NAME} pinning "
+            "each list's version and sha256"
+        )
     try:
         lists = json.loads(path.read_text(encoding="utf-8"))["codelists"]
     except (ValueError, KeyError, TypeError) as exc:
@@ -131,7 +135,8 @@ def verify_codelist(name: str, entry: dict, data: bytes, where: str) -> Codelist
         raise CodelistError(
             f"{where}: content has drifted from version {entry['version']} (pinned sha256 "
             f"{entry['sha256'][:12]}…, file has {actual[:12]}…); publish it as a new version "
-            "with its new hash")
+            "with its new hash"
+        )
     return Codelist(name, str(entry["version"]), actual, parse_codelist_csv(data, where), data)
 
 
@@ -141,7 +146,9 @@ def load_codelist(source: str | Path, name: str, pins: Path | None = None) -> Co
     pin_path = pins_for(source, pins)
     lists = read_pins(pin_path)
     if name not in lists:
-        raise CodelistError(f"{pin_path}: no list named {name!r} (has {', '.join(lists) or 'none'})")
+        raise CodelistError(
+            f"{pin_path}: no list named {name!r} (has {', '.join(lists) or 'none'})"
+        )
     entry = lists[name]
     where = f"{source.rstrip('/')}/{entry['path']}"
     return verify_codelist(name, entry, fetch(source, entry["path"]), where)
@@ -165,8 +172,11 @@ def write_cache(folder: Path, codelists: list[Codelist]) -> Path:
     for codelist in codelists:
         file_name = f"{codelist.name}.csv"
         _replace_file(folder / file_name, codelist.data)
-        manifest[codelist.name] = {"version": codelist.version, "path": file_name,
-                                   "sha256": codelist.sha256}
+        manifest[codelist.name] = {
+            "version": codelist.version,
+            "path": file_name,
+            "sha256": codelist.sha256,
+        }
     text = json.dumps({"codelists": manifest}, indent=2, sort_keys=True) + "\n"
     _replace_file(folder / MANIFEST_NAME, text.encode("utf-8"))
     return folder

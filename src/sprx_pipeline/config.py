@@ -23,8 +23,10 @@ from pathlib import Path
 # A wheel (`pip install .`) carries the dbt project, codelists and suites in `project/` (see
 # setup.py); an editable install and the Docker image read them from the checkout.
 _BUNDLED = Path(__file__).resolve().parent / "project"
-PROJECT_ROOT = Path(os.environ.get("SPRX_PROJECT_ROOT") or (
-    _BUNDLED if _BUNDLED.is_dir() else Path(__file__).resolve().parents[2]))
+PROJECT_ROOT = Path(
+    os.environ.get("SPRX_PROJECT_ROOT")
+    or (_BUNDLED if _BUNDLED.is_dir() else Path(__file__).resolve().parents[2])
+)
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 DEFAULT_CODELIST_DIR = PROJECT_ROOT / "codelists"
 SP_CODELIST = "social-prescribing"
@@ -55,8 +57,10 @@ def publish_storage_version() -> str:
     oldest DuckDB release an analyst's tool may embed and still open the published file."""
     version = os.environ.get("SPRX_PUBLISH_STORAGE_VERSION", DEFAULT_PUBLISH_STORAGE_VERSION)
     if not _STORAGE_VERSION.fullmatch(version):
-        raise ValueError(f"SPRX_PUBLISH_STORAGE_VERSION={version!r} is not a DuckDB storage "
-                         "version: write it as DuckDB does, e.g. v1.0.0, v1.4.0 or latest")
+        raise ValueError(
+            f"SPRX_PUBLISH_STORAGE_VERSION={version!r} is not a DuckDB storage "
+            "version: write it as DuckDB does, e.g. v1.0.0, v1.4.0 or latest"
+        )
     return version
 
 

@@ -214,8 +214,12 @@ def _require(condition: bool, where: str, rule: str, detail: str) -> None:
 
 
 def _parse_date(value: Any, where: str) -> date:
-    _require(isinstance(value, str) and re.match(DATE_PATTERN, value) is not None,
-             where, "iso_date", f"expected YYYY-MM-DD, got {value!r}")
+    _require(
+        isinstance(value, str) and re.match(DATE_PATTERN, value) is not None,
+        where,
+        "iso_date",
+        f"expected YYYY-MM-DD, got {value!r}",
+    )
     try:
         return date.fromisoformat(value)
     except ValueError:
@@ -229,52 +233,119 @@ def parse_manifest(data: Any, directory: Path, manifest_sha256: str = "") -> Man
     """
     where = str(directory / MANIFEST_NAME)
     _require(isinstance(data, dict), where, "manifest_shape", "the manifest must be a JSON object")
-    missing = [k for k in ("contract_version", "delivery_id", "extracted_at", "kind",
-                           "source_system", "practices", "files") if k not in data]
+    missing = [
+        k
+        for k in (
+            "contract_version",
+            "delivery_id",
+            "extracted_at",
+            "kind",
+            "source_system",
+            "practices",
+            "files",
+        )
+        if k not in data
+    ]
     _require(not missing, where, "manifest_shape", f"missing keys: {', '.join(missing)}")
-    _require(str(data["contract_version"]) == CONTRACT_VERSION, f"{where} contract_version",
-             "contract_version", f"unknown contract version {data['contract_version']!r}; "
-             f"this pipeline reads version {CONTRACT_VERSION}")
+    _require(
+        str(data["contract_version"]) == CONTRACT_VERSION,
+        f"{where} contract_version",
+        "contract_version",
+        f"unknown contract version {data['contract_version']!r}; "
+        f"this pipeline reads version {CONTRACT_VERSION}",
+    )
     delivery_id = data["delivery_id"]
-    _require(isinstance(delivery_id, str) and bool(_ID_RE.match(delivery_id)),
-             f"{where} delivery_id", "id_format", f"{delivery_id!r} is not 1-64 of A-Z a-z 0-9 _ -")
+    _require(
+        isinstance(delivery_id, str) and bool(_ID_RE.match(delivery_id)),
+        f"{where} delivery_id",
+        "id_format",
+        f"{delivery_id!r} is not 1-64 of A-Z a-z 0-9 _ -",
+    )
     extracted_at = _parse_date(data["extracted_at"], f"{where} extracted_at")
-    _require(data["kind"] in DELIVERY_KINDS, f"{where} kind", "allowed_values",
-             f"{data['kind']!r} is not one of {', '.join(DELIVERY_KINDS)}")
-    _require(data["source_system"] in SOURCE_SYSTEMS, f"{where} source_system", "allowed_values",
-             f"{data['source_system']!r} is not one of {', '.join(SOURCE_SYSTEMS)}")
+    _require(
+        data["kind"] in DELIVERY_KINDS,
+        f"{where} kind",
+        "allowed_values",
+        f"{data['kind']!r} is not one of {', '.join(DELIVERY_KINDS)}",
+    )
+    _require(
+        data["source_system"] in SOURCE_SYSTEMS,
+        f"{where} source_system",
+        "allowed_values",
+        f"{data['source_system']!r} is not one of {', '.join(SOURCE_SYSTEMS)}",
+    )
     practices = data["practices"]
-    _require(isinstance(practices, list) and len(practices) > 0
-             and all(isinstance(p, str) and _ID_RE.match(p) for p in practices),
-             f"{where} practices", "practice_list", "expected a non-empty list of practice ids")
-    _require(len(set(practices)) == len(practices), f"{where} practices", "practice_list",
-             "a practice is listed twice")
+    _require(
+        isinstance(practices, list)
+        and len(practices) > 0
+        and all(isinstance(p, str) and _ID_RE.match(p) for p in practices),
+        f"{where} practices",
+        "practice_list",
+        "expected a non-empty list of practice ids",
+    )
+    _require(
+        len(set(practices)) == len(practices),
+        f"{where} practices",
+        "practice_list",
+        "a practice is listed twice",
+    )
     files = data["files"]
-    _require(isinstance(files, dict) and len(files) > 0, f"{where} files", "manifest_shape",
-             "expected an object of table files")
+    _require(
+        isinstance(files, dict) and len(files) > 0,
+        f"{where} files",
+        "manifest_shape",
+        "expected an object of table files",
+    )
     known = set(TABLES) | ({DELETIONS.name} if data["kind"] == "delta" else set())
     entries: dict[str, FileEntry] = {}
     for table, entry in files.items():
         at = f"{where} files.{table}"
-        _require(table in known, at, "unknown_table",
-                 f"{table!r} is not a table of contract version {CONTRACT_VERSION}")
-        _require(isinstance(entry, dict) and {"path", "rows", "sha256"} <= set(entry), at,
-                 "manifest_shape", "each file needs path, rows and sha256")
+        _require(
+            table in known,
+            at,
+            "unknown_table",
+            f"{table!r} is not a table of contract version {CONTRACT_VERSION}",
+        )
+        _require(
+            isinstance(entry, dict) and {"path", "rows", "sha256"} <= set(entry),
+            at,
+            "manifest_shape",
+            "each file needs path, rows and sha256",
+        )
         path = entry["path"]
-        _require(isinstance(path, str) and path.endswith(FILE_SUFFIXES) and "/" not in path
-                 and "\\" not in path and not path.startswith("."), at, "file_path",
-                 f"{path!r} must be a file name in the delivery ending {', '.join(FILE_SUFFIXES)}")
+        _require(
+            isinstance(path, str)
+            and path.endswith(FILE_SUFFIXES)
+            and "/" not in path
+            and "\\" not in path
+            and not path.startswith("."),
+            at,
+            "file_path",
+            f"{path!r} must be a file name in the delivery ending {', '.join(FILE_SUFFIXES)}",
+        )
         rows = entry["rows"]
-        _require(isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0, at,
-                 "manifest_shape", f"rows must be a whole number >= 0, got {rows!r}")
+        _require(
+            isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0,
+            at,
+            "manifest_shape",
+            f"rows must be a whole number >= 0, got {rows!r}",
+        )
         sha = entry["sha256"]
-        _require(isinstance(sha, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha) is not None, at,
-                 "manifest_shape", "sha256 must be 64 hexadecimal digits")
+        _require(
+            isinstance(sha, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha) is not None,
+            at,
+            "manifest_shape",
+            "sha256 must be 64 hexadecimal digits",
+        )
         entries[table] = FileEntry(table, directory / path, rows, sha.lower())
     if data["kind"] == "full":
         absent = [t for t in TABLES if t not in entries]
-        _require(not absent, f"{where} files", "missing_table",
-                 f"a full delivery must carry every table; missing {', '.join(absent)}")
+        _require(
+            not absent,
+            f"{where} files",
+            "missing_table",
+            f"a full delivery must carry every table; missing {', '.join(absent)}",
+        )
     return Manifest(
         delivery_id=delivery_id,
         extracted_at=extracted_at,
@@ -298,8 +369,12 @@ def read_manifest(directory: Path) -> Manifest:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError(str(path), "manifest_json", f"not valid UTF-8 JSON ({exc})") from None
     manifest = parse_manifest(data, directory, hashlib.sha256(raw).hexdigest())
-    _require(manifest.delivery_id == directory.name, f"{path} delivery_id", "delivery_dir",
-             f"delivery_id {manifest.delivery_id!r} differs from its folder name {directory.name!r}")
+    _require(
+        manifest.delivery_id == directory.name,
+        f"{path} delivery_id",
+        "delivery_dir",
+        f"delivery_id {manifest.delivery_id!r} differs from its folder name {directory.name!r}",
+    )
     return manifest
 
 

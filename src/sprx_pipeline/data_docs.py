@@ -40,39 +40,28 @@ log = logging.getLogger(__name__)
 # dist.integrity`). vega, vega-lite and vega-embed are loaded as `@5`/`@6` (a CDN's latest of
 # that major); they are pinned to the latest of it on 2026-12-01.
 PACKAGES = {
-    "bootstrap@4.3.1":
-        "sha512-rXqOmH1VilAt2DyPzluTi2blhk17bO7ef+zLLPlWvG494pDxcM234pJ8w"
-        "Tc/6R40UWizAIIMgxjvxZg5kmsbag==",
-    "jquery@3.7.1":
-        "sha512-m4avr8yL8kmFN8psrbFFFmB/If14iN5o9nw/NgnnM+kybDJpRsAynV2Bs"
-        "fpTYrTRysYUdADVD7CkUUizgkpLfg==",
-    "popper.js@1.12.9":
-        "sha512-s0EEi9xiSCdqz9lV4IiVH5yIZnDX/U1t0tCjB+0jXx9jW8lrR7kOpVupi"
-        "Ug175ogqVoudpDXHF1p6dKATCHMeg==",
-    "bootstrap-table@1.19.1":
-        "sha512-WvV+l1AI/C+zThaKmfHmi/IuayVNB0qdFyEhFx1jyZhO0oLtNJNANkCR3"
-        "rvJf6Dkh72dsLElxpE/bzK9seEQLA==",
-    "bootstrap-table@1.19.0":
-        "sha512-L+USHm3X9FKocx/6yngGu12yF6r6s1Ntuc+hoIK2a2QQJjHw5kcySLiE2"
-        "HY/9sEaSGAOfPbfQOtBH3uKkcpqEA==",
-    "bootstrap-datepicker@1.9.0":
-        "sha512-9rYYbaVOheGYxjOr/+bJCmRPihfy+LkLSg4fIFMT9Od8WwWB/MB50w0JO"
-        "1eBgKUMbb7PFHQD5uAfI3ArAxZRXA==",
-    "@fortawesome/fontawesome-free@6.6.0":
-        "sha512-60G28ke/sXdtS9KZCpZSHHkCbdsOGEhIUGlwq6yhY74UpTiToIh8np7A8"
-        "yphhM4BWsvNFtIvLpi4co+h9Mr9Ow==",
-    "@forevolve/bootstrap-dark@1.1.0":
-        "sha512-A3ucpEpxPoTVO490lZZCfjPXxv832l7mm1IxX3bXyxvgwnPGXDLyh7dWr"
-        "phXKO8YBAu3EswbBEu3VSW8NRMW3A==",
-    "vega@5.33.1":
-        "sha512-1fArfVDUqVbb5z8n+/nVQb+VNBzx8svY6CrsyTK4Ujm4yrd9I1auoKxBA"
-        "PXLCavY1LcrbHUskQbGUP8gXOzyQw==",
-    "vega-lite@5.23.0":
-        "sha512-l4J6+AWE3DIjvovEoHl2LdtCUkfm4zs8Xxx7INwZEAv+XVb6kR6vIN1gt"
-        "3t2gN2gs/y4DYTs/RPoTeYAuEg6mA==",
-    "vega-embed@6.29.0":
-        "sha512-PmlshTLtLFLgWtF/b23T1OwX53AugJ9RZ3qPE2c01VFAbgt3/GSNI/etz"
-        "A/GzdrkceXFma+FDHNXUppKuM0U6Q==",
+    "bootstrap@4.3.1": "sha512-rXqOmH1VilAt2DyPzluTi2blhk17bO7ef+zLLPlWvG494pDxcM234pJ8w"
+    "Tc/6R40UWizAIIMgxjvxZg5kmsbag==",
+    "jquery@3.7.1": "sha512-m4avr8yL8kmFN8psrbFFFmB/If14iN5o9nw/NgnnM+kybDJpRsAynV2Bs"
+    "fpTYrTRysYUdADVD7CkUUizgkpLfg==",
+    "popper.js@1.12.9": "sha512-s0EEi9xiSCdqz9lV4IiVH5yIZnDX/U1t0tCjB+0jXx9jW8lrR7kOpVupi"
+    "Ug175ogqVoudpDXHF1p6dKATCHMeg==",
+    "bootstrap-table@1.19.1": "sha512-WvV+l1AI/C+zThaKmfHmi/IuayVNB0qdFyEhFx1jyZhO0oLtNJNANkCR3"
+    "rvJf6Dkh72dsLElxpE/bzK9seEQLA==",
+    "bootstrap-table@1.19.0": "sha512-L+USHm3X9FKocx/6yngGu12yF6r6s1Ntuc+hoIK2a2QQJjHw5kcySLiE2"
+    "HY/9sEaSGAOfPbfQOtBH3uKkcpqEA==",
+    "bootstrap-datepicker@1.9.0": "sha512-9rYYbaVOheGYxjOr/+bJCmRPihfy+LkLSg4fIFMT9Od8WwWB/MB50w0JO"
+    "1eBgKUMbb7PFHQD5uAfI3ArAxZRXA==",
+    "@fortawesome/fontawesome-free@6.6.0": "sha512-60G28ke/sXdtS9KZCpZSHHkCbdsOGEhIUGlwq6yhY74UpTiToIh8np7A8"
+    "yphhM4BWsvNFtIvLpi4co+h9Mr9Ow==",
+    "@forevolve/bootstrap-dark@1.1.0": "sha512-A3ucpEpxPoTVO490lZZCfjPXxv832l7mm1IxX3bXyxvgwnPGXDLyh7dWr"
+    "phXKO8YBAu3EswbBEu3VSW8NRMW3A==",
+    "vega@5.33.1": "sha512-1fArfVDUqVbb5z8n+/nVQb+VNBzx8svY6CrsyTK4Ujm4yrd9I1auoKxBA"
+    "PXLCavY1LcrbHUskQbGUP8gXOzyQw==",
+    "vega-lite@5.23.0": "sha512-l4J6+AWE3DIjvovEoHl2LdtCUkfm4zs8Xxx7INwZEAv+XVb6kR6vIN1gt"
+    "3t2gN2gs/y4DYTs/RPoTeYAuEg6mA==",
+    "vega-embed@6.29.0": "sha512-PmlshTLtLFLgWtF/b23T1OwX53AugJ9RZ3qPE2c01VFAbgt3/GSNI/etz"
+    "A/GzdrkceXFma+FDHNXUppKuM0U6Q==",
 }
 
 # Each address GX's templates load -> the same file in its npm package.
@@ -80,28 +69,19 @@ BOOTSTRAP_TABLE = "https://unpkg.com/bootstrap-table@"
 FILTER_CONTROL = "dist/extensions/filter-control/bootstrap-table-filter-control"
 DATEPICKER = "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/"
 CDN_FILES = {
-    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css":
-        "bootstrap@4.3.1/dist/css/bootstrap.min.css",
-    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js":
-        "bootstrap@4.3.1/dist/js/bootstrap.min.js",
+    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css": "bootstrap@4.3.1/dist/css/bootstrap.min.css",
+    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": "bootstrap@4.3.1/dist/js/bootstrap.min.js",
     "https://code.jquery.com/jquery-3.7.1.min.js": "jquery@3.7.1/dist/jquery.min.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js":
-        "popper.js@1.12.9/dist/umd/popper.min.js",
-    f"{BOOTSTRAP_TABLE}1.19.1/dist/bootstrap-table.min.css":
-        "bootstrap-table@1.19.1/dist/bootstrap-table.min.css",
-    f"{BOOTSTRAP_TABLE}1.19.1/dist/bootstrap-table.min.js":
-        "bootstrap-table@1.19.1/dist/bootstrap-table.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js": "popper.js@1.12.9/dist/umd/popper.min.js",
+    f"{BOOTSTRAP_TABLE}1.19.1/dist/bootstrap-table.min.css": "bootstrap-table@1.19.1/dist/bootstrap-table.min.css",
+    f"{BOOTSTRAP_TABLE}1.19.1/dist/bootstrap-table.min.js": "bootstrap-table@1.19.1/dist/bootstrap-table.min.js",
     f"{BOOTSTRAP_TABLE}1.19.1/{FILTER_CONTROL}.min.js": f"bootstrap-table@1.19.1/{FILTER_CONTROL}.min.js",
     f"{BOOTSTRAP_TABLE}1.19.0/{FILTER_CONTROL}.min.css": f"bootstrap-table@1.19.0/{FILTER_CONTROL}.min.css",
     f"{BOOTSTRAP_TABLE}1.19.0/{FILTER_CONTROL}.css": f"bootstrap-table@1.19.0/{FILTER_CONTROL}.css",
-    f"{DATEPICKER}css/bootstrap-datepicker.min.css":
-        "bootstrap-datepicker@1.9.0/dist/css/bootstrap-datepicker.min.css",
-    f"{DATEPICKER}js/bootstrap-datepicker.min.js":
-        "bootstrap-datepicker@1.9.0/dist/js/bootstrap-datepicker.min.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css":
-        "@fortawesome/fontawesome-free@6.6.0/css/all.min.css",
-    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css":
-        "@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css",
+    f"{DATEPICKER}css/bootstrap-datepicker.min.css": "bootstrap-datepicker@1.9.0/dist/css/bootstrap-datepicker.min.css",
+    f"{DATEPICKER}js/bootstrap-datepicker.min.js": "bootstrap-datepicker@1.9.0/dist/js/bootstrap-datepicker.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css": "@fortawesome/fontawesome-free@6.6.0/css/all.min.css",
+    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css": "@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css",
     "https://cdn.jsdelivr.net/npm/vega@5": "vega@5.33.1/build/vega.min.js",
     "https://cdn.jsdelivr.net/npm/vega-lite@5": "vega-lite@5.23.0/build/vega-lite.min.js",
     "https://cdn.jsdelivr.net/npm/vega-embed@6": "vega-embed@6.29.0/build/vega-embed.min.js",
@@ -128,7 +108,7 @@ def _package(spec_and_path: str) -> tuple[str, str]:
     """'@scope/name@1.2.3/dist/x.js' -> ('@scope/name@1.2.3', 'dist/x.js')."""
     at = spec_and_path.index("@", 1)
     slash = spec_and_path.index("/", at)
-    return spec_and_path[:slash], spec_and_path[slash + 1:]
+    return spec_and_path[:slash], spec_and_path[slash + 1 :]
 
 
 def _wanted() -> dict[str, list[str]]:
@@ -148,8 +128,11 @@ def _integrity(path: Path, algorithm: str = "sha512") -> str:
 def fetched(assets: Path) -> bool:
     """Whether `assets` holds every file of exactly the pinned packages."""
     pins = assets / PINS_FILE
-    return pins.is_file() and json.loads(pins.read_text()) == PACKAGES and all(
-        (assets / item).exists() for item in [*CDN_FILES.values(), *EXTRA_FOLDERS])
+    return (
+        pins.is_file()
+        and json.loads(pins.read_text()) == PACKAGES
+        and all((assets / item).exists() for item in [*CDN_FILES.values(), *EXTRA_FOLDERS])
+    )
 
 
 def fetch(assets: Path | None = None) -> Path:
@@ -160,18 +143,25 @@ def fetch(assets: Path | None = None) -> Path:
         return assets
     npm = shutil.which("npm")
     if npm is None:
-        raise AssetError("npm is not installed: install Node.js and npm (Debian: apt-get install "
-                         "npm) to fetch the Data Docs assets from the npm registry")
+        raise AssetError(
+            "npm is not installed: install Node.js and npm (Debian: apt-get install "
+            "npm) to fetch the Data Docs assets from the npm registry"
+        )
     assets.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=assets.parent) as scratch:
         tarballs, staging = Path(scratch, "tarballs"), Path(scratch, "assets")
         tarballs.mkdir()
-        done = subprocess.run([npm, "pack", "--json", "--silent", "--pack-destination",
-                               str(tarballs), *PACKAGES], capture_output=True, text=True)
+        done = subprocess.run(
+            [npm, "pack", "--json", "--silent", "--pack-destination", str(tarballs), *PACKAGES],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             raise AssetError(f"npm pack failed (is the npm registry reachable?):\n{done.stderr}")
-        packed = {f"{entry['name']}@{entry['version']}": tarballs / entry["filename"]
-                  for entry in json.loads(done.stdout)}
+        packed = {
+            f"{entry['name']}@{entry['version']}": tarballs / entry["filename"]
+            for entry in json.loads(done.stdout)
+        }
         for spec, paths in _wanted().items():
             _extract(spec, packed[spec], paths, staging / spec)
         (staging / PINS_FILE).write_text(json.dumps(PACKAGES, indent=1) + "\n")
@@ -184,8 +174,10 @@ def _extract(spec: str, tarball: Path, paths: list[str], into: Path) -> None:
     """Extract `paths` (files, or folders ending without a suffix) of an npm tarball, after
     checking the tarball against its pinned integrity."""
     if (found := _integrity(tarball)) != PACKAGES[spec]:
-        raise AssetError(f"{spec}: the npm registry's tarball has integrity {found}, but "
-                         f"{PACKAGES[spec]} is pinned: refusing it")
+        raise AssetError(
+            f"{spec}: the npm registry's tarball has integrity {found}, but "
+            f"{PACKAGES[spec]} is pinned: refusing it"
+        )
     with tarfile.open(tarball) as archive:
         for member in archive.getmembers():
             inner = member.name.removeprefix("package/")
@@ -199,16 +191,20 @@ def _extract(spec: str, tarball: Path, paths: list[str], into: Path) -> None:
 
 # --- rewriting the site -------------------------------------------------------------------
 
+
 def make_offline(site: Path, assets: Path | None = None) -> bool:
     """Copy the assets into the Data Docs `site` and point every page and GX's stylesheet at
     local files. Returns False (pages untouched, a warning logged) when the assets are not
     there; pages already rewritten are left alone, so this is cheap after every build."""
     assets = assets or data_docs_assets()
     if not fetched(assets):
-        log.warning("Data Docs at %s load their styles and scripts from CDNs: no pinned copies "
-                    "in %s (run `make setup`, or `python -m sprx_pipeline.data_docs fetch`, "
-                    "to fetch them from the npm registry); summary.html needs no network",
-                    site, assets)
+        log.warning(
+            "Data Docs at %s load their styles and scripts from CDNs: no pinned copies "
+            "in %s (run `make setup`, or `python -m sprx_pipeline.data_docs fetch`, "
+            "to fetch them from the npm registry); summary.html needs no network",
+            site,
+            assets,
+        )
         return False
     _copy_assets(assets, site / VENDOR)
     for page in site.rglob("*.html"):
@@ -219,7 +215,7 @@ def make_offline(site: Path, assets: Path | None = None) -> bool:
                 page.write_text(rewritten)
     for sheet in (site / "static" / "styles").glob("*.css"):
         text = sheet.read_text()
-        rewritten = _GX_IMAGE.sub(lambda m: _gx_image(m, sheet.parent, site), text)
+        rewritten = _GX_IMAGE.sub(lambda m, folder=sheet.parent: _gx_image(m, folder, site), text)
         if rewritten != text:
             sheet.write_text(rewritten)
     return True
@@ -239,6 +235,7 @@ def _copy_assets(assets: Path, vendor: Path) -> None:
 
 def _rewrite(text: str, folder: Path, site: Path) -> str:
     """Point each <script>/<link> tag that loads a known CDN file at the local copy."""
+
     def tag(match: re.Match) -> str:
         whole = match.group(0)
         address = _ADDRESS.search(whole)
@@ -246,9 +243,13 @@ def _rewrite(text: str, folder: Path, site: Path) -> str:
             return whole
         local = site / VENDOR / CDN_FILES[address.group(2)]
         if (sri := _INTEGRITY.search(whole)) and _integrity(local, sri.group(1)) != (
-                f"{sri.group(1)}-{sri.group(2)}"):
-            log.warning("%s differs from the file GX pins by hash (%s): left on the CDN",
-                        local, address.group(2))
+            f"{sri.group(1)}-{sri.group(2)}"
+        ):
+            log.warning(
+                "%s differs from the file GX pins by hash (%s): left on the CDN",
+                local,
+                address.group(2),
+            )
             return whole
         relative = os.path.relpath(local, folder)
         whole = whole.replace(address.group(0), f'{address.group(1)}="{relative}"')

@@ -51,8 +51,9 @@ def rate(numerator: float | None, denominator: float | None, scale: float = 1.0)
     return scale * numerator / denominator
 
 
-def interval(estimate: float | None, log_se: float | None, z: float = 1.959963985
-             ) -> tuple[float | None, float | None]:
+def interval(
+    estimate: float | None, log_se: float | None, z: float = 1.959963985
+) -> tuple[float | None, float | None]:
     """The 95% interval estimate * exp(-+z * se) around an estimate recomputed from rounded
     counts, with the standard error of its log from the exact model."""
     if estimate is None or log_se is None or estimate <= 0:
@@ -84,8 +85,9 @@ def design_effect(exact_log_se: float | None, *exact_counts: float | None) -> fl
     poisson = poisson_log_variance(*exact_counts)
     if exact_log_se is None or poisson is None:
         return None
-    return max(round(exact_log_se ** 2 / poisson, DESIGN_EFFECT_DECIMALS),
-               10.0 ** -DESIGN_EFFECT_DECIMALS)
+    return max(
+        round(exact_log_se**2 / poisson, DESIGN_EFFECT_DECIMALS), 10.0**-DESIGN_EFFECT_DECIMALS
+    )
 
 
 def released_log_se(effect: float | None, *rounded_counts: float | None) -> float | None:

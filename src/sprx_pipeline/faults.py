@@ -19,17 +19,17 @@ from collections import Counter
 KILL_AT_VARIABLE = "SPRX_KILL_AT"
 
 POINTS = (
-    "ingest.staged",      # a delivery's files are read and checked, nothing written yet
-    "ingest.written",     # its rows and audit trail are written, the transaction not committed
-    "ingest.committed",   # its transaction has committed
-    "build.started",      # the build's row in audit.builds is open, dbt not yet started
+    "ingest.staged",  # a delivery's files are read and checked, nothing written yet
+    "ingest.written",  # its rows and audit trail are written, the transaction not committed
+    "ingest.committed",  # its transaction has committed
+    "build.started",  # the build's row in audit.builds is open, dbt not yet started
     "build.dbt_spawned",  # dbt is running as a child process
-    "publish.copied",     # every table is copied into the temporary file, not yet flushed
-    "publish.flushed",    # the temporary file is complete, fsynced and read-only
-    "publish.replaced",   # the new file has replaced the published one; the Parquet export
-                          # link still points at the previous export
-    "publish.linked",     # the Parquet link points at the new export too; the work file does
-                          # not yet record the build as published
+    "publish.copied",  # every table is copied into the temporary file, not yet flushed
+    "publish.flushed",  # the temporary file is complete, fsynced and read-only
+    "publish.replaced",  # the new file has replaced the published one; the Parquet export
+    # link still points at the previous export
+    "publish.linked",  # the Parquet link points at the new export too; the work file does
+    # not yet record the build as published
 )
 
 _reached: Counter[str] = Counter()
@@ -42,8 +42,9 @@ def crash_point(point: str) -> None:
         return
     name, _, nth = wanted.partition(":")
     if name not in POINTS:
-        raise ValueError(f"{KILL_AT_VARIABLE}={wanted!r} names no crash point; "
-                         f"points are {', '.join(POINTS)}")
+        raise ValueError(
+            f"{KILL_AT_VARIABLE}={wanted!r} names no crash point; points are {', '.join(POINTS)}"
+        )
     if name != point:
         return
     _reached[point] += 1

@@ -30,8 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import contract
-from .contract import (DELETIONS, EVENT_DATE_COLUMNS, TABLES, ContractError, Manifest,
-                       TableSpec)
+from .contract import DELETIONS, EVENT_DATE_COLUMNS, TABLES, ContractError, Manifest, TableSpec
 from .faults import crash_point
 from .identifiers import identifier_problems
 from .snomed import snomed_problem
@@ -41,8 +40,11 @@ log = logging.getLogger(__name__)
 
 # Tables whose rows belong to a patient, and which of their dates cannot follow death.
 PATIENT_TABLES = ("registrations", "consultations", "clinical_events", "hospital_attendances")
-NOT_AFTER_DEATH = {"registrations": "start_date", "consultations": "consultation_date",
-                   "hospital_attendances": "attendance_date"}
+NOT_AFTER_DEATH = {
+    "registrations": "start_date",
+    "consultations": "consultation_date",
+    "hospital_attendances": "attendance_date",
+}
 
 
 class IngestError(RuntimeError):
@@ -98,13 +100,17 @@ class Unreadable:
 
 # --- discovery ---------------------------------------------------------------------------
 
+
 def discover(landing: Path) -> list[Manifest | Unreadable]:
     """Every delivery folder in `landing`, in the order the contract applies them."""
     if not landing.is_dir():
-        raise IngestError(f"landing area {landing} does not exist or is not a folder; "
-                          "create it or pass the folder that holds the delivery folders")
-    found = [read_item(p) for p in sorted(landing.iterdir())
-             if p.is_dir() and not p.name.startswith(".")]
+        raise IngestError(
+            f"landing area {landing} does not exist or is not a folder; "
+            "create it or pass the folder that holds the delivery folders"
+        )
+    found = [
+        read_item(p) for p in sorted(landing.iterdir()) if p.is_dir() and not p.name.startswith(".")
+    ]
     unreadable = [f for f in found if isinstance(f, Unreadable)]
     readable = sorted((f for f in found if isinstance(f, Manifest)), key=lambda m: m.order_key)
     return [*unreadable, *readable]
@@ -122,13 +128,16 @@ def read_item(directory: Path) -> Manifest | Unreadable:
 
 # --- gate 1: files -----------------------------------------------------------------------
 
+
 def read_header(entry: contract.FileEntry) -> list[str]:
     """Column names of a table file, read without loading it."""
     if entry.format == "parquet":
         try:
             return list(pq.read_schema(entry.path).names)
         except Exception as exc:  # pyarrow raises several types for a bad file
-            raise ContractError(str(entry.path), "file_format", f"not a Parquet file ({exc})")
+            raise ContractError(
+                str(entry.path), "file_format", f"not a Parquet file ({exc})"
+            ) from exc
     opener = gzip.open if entry.path.name.endswith(".gz") else open
     try:
         with opener(entry.path, "rb") as handle:
@@ -149,26 +158,41 @@ def check_files(manifest: Manifest) -> None:
     for table, entry in manifest.files.items():
         where = str(entry.path)
         if not entry.path.is_file():
-            raise ContractError(where, "missing_file", f"the manifest lists {entry.path.name} "
-                                "for table {table} but the file is not in the delivery")
+            raise ContractError(
+                where,
+                "missing_file",
+                f"the manifest lists {entry.path.name} "
+                "for table {table} but the file is not in the delivery",
+            )
         actual = contract.sha256_file(entry.path)
         if actual != entry.sha256:
-            raise ContractError(where, "sha256_mismatch", f"file hash {actual[:12]}… differs "
-                                f"from the manifest's {entry.sha256[:12]}…")
+            raise ContractError(
+                where,
+                "sha256_mismatch",
+                f"file hash {actual[:12]}… differs from the manifest's {entry.sha256[:12]}…",
+            )
         spec = DELETIONS if table == DELETIONS.name else TABLES[table]
         header = read_header(entry)
         missing = [c for c in spec.column_names if c not in header]
         extra = [c for c in header if c not in spec.column_names]
         if missing or extra or len(set(header)) != len(header):
-            detail = "; ".join(filter(None, [
-                f"missing column(s) {', '.join(missing)}" if missing else "",
-                f"unexpected column(s) {', '.join(extra)}" if extra else "",
-                "a column is repeated" if len(set(header)) != len(header) else ""]))
-            raise ContractError(where, "columns", f"{detail} (expected "
-                                f"{','.join(spec.column_names)})")
+            detail = "; ".join(
+                filter(
+                    None,
+                    [
+                        f"missing column(s) {', '.join(missing)}" if missing else "",
+                        f"unexpected column(s) {', '.join(extra)}" if extra else "",
+                        "a column is repeated" if len(set(header)) != len(header) else "",
+                    ],
+                )
+            )
+            raise ContractError(
+                where, "columns", f"{detail} (expected {','.join(spec.column_names)})"
+            )
 
 
 # --- gate 2: staging -----------------------------------------------------------------------
+
 
 def _staged(table: str) -> str:
     return f"_in_{table}"
@@ -178,26 +202,35 @@ def stage_file(con: duckdb.DuckDBPyConnection, entry: contract.FileEntry, spec: 
     """Load a table file into temp table `_in_<table>`, every column as text, and count it."""
     if entry.format == "parquet":
         schema = pq.read_schema(entry.path)
-        select = ", ".join(f"{parquet_text(c.name, c.kind, schema.field(c.name).type)} as {c.name}"
-                           for c in spec.columns)
+        select = ", ".join(
+            f"{parquet_text(c.name, c.kind, schema.field(c.name).type)} as {c.name}"
+            for c in spec.columns
+        )
         source = "read_parquet(?)"
     else:
         select = ", ".join(spec.column_names)
         columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in read_header(entry)) + "}"
-        source = (f"read_csv(?, header = true, delim = ',', quote = '\"', escape = '\"', "
-                  f"auto_detect = false, strict_mode = true, columns = {columns})")
+        source = (
+            f"read_csv(?, header = true, delim = ',', quote = '\"', escape = '\"', "
+            f"auto_detect = false, strict_mode = true, columns = {columns})"
+        )
     try:
         # In file order (DuckDB preserves insertion order), so rowid + 1 is the row's number
         # in the file; a row_number() window would make the read single-threaded.
-        con.execute(f"create or replace temp table {_staged(spec.name)} as "
-                    f"select {select} from {source}", [str(entry.path)])
+        con.execute(
+            f"create or replace temp table {_staged(spec.name)} as select {select} from {source}",
+            [str(entry.path)],
+        )
     except duckdb.Error as exc:
         message = str(exc).splitlines()[0]
         raise ContractError(str(entry.path), "unreadable_file", message) from None
     (received,) = con.execute(f"select count(*) from {_staged(spec.name)}").fetchone()
     if received != entry.rows:
-        raise ContractError(str(entry.path), "row_count", f"the manifest says {entry.rows} rows, "
-                            f"the file has {received}")
+        raise ContractError(
+            str(entry.path),
+            "row_count",
+            f"the manifest says {entry.rows} rows, the file has {received}",
+        )
     return received
 
 
@@ -210,26 +243,35 @@ def parquet_text(column: str, kind: str, arrow_type: pa.DataType) -> str:
     timestamp as its date; anything else stays as it is, for the row rules to judge.
     """
     if kind in ("int", "id") and pa.types.is_floating(arrow_type):
-        return (f"case when {column} = trunc({column}) and abs({column}) < 1e15 "
-                f"then cast(cast({column} as bigint) as varchar) else cast({column} as varchar) end")
+        return (
+            f"case when {column} = trunc({column}) and abs({column}) < 1e15 "
+            f"then cast(cast({column} as bigint) as varchar) else cast({column} as varchar) end"
+        )
     if kind == "date" and pa.types.is_timestamp(arrow_type) and arrow_type.tz is None:
-        return (f"case when cast({column} as time) = time '00:00:00' "
-                f"then strftime({column}, '%Y-%m-%d') else cast({column} as varchar) end")
+        return (
+            f"case when cast({column} as time) = time '00:00:00' "
+            f"then strftime({column}, '%Y-%m-%d') else cast({column} as varchar) end"
+        )
     return f"cast({column} as varchar)"
 
 
-def refuse_identifiers(con: duckdb.DuckDBPyConnection, entry: contract.FileEntry,
-                       spec: TableSpec) -> None:
+def refuse_identifiers(
+    con: duckdb.DuckDBPyConnection, entry: contract.FileEntry, spec: TableSpec
+) -> None:
     """Refuse the delivery if a column holds direct identifiers (before any row is kept,
     in the warehouse or in quarantine)."""
     if problems := identifier_problems(con, _staged(spec.name), spec):
         column, detail = problems[0]
         rule, _, evidence = detail.partition(": ")
-        raise ContractError(f"{entry.path} column {column}", rule,
-                            f"{evidence}; direct identifiers must never enter the warehouse")
+        raise ContractError(
+            f"{entry.path} column {column}",
+            rule,
+            f"{evidence}; direct identifiers must never enter the warehouse",
+        )
 
 
 # --- gate 3: rows --------------------------------------------------------------------------
+
 
 def _sql_list(values: Iterable[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
@@ -243,8 +285,11 @@ def typed(column: str) -> str:
 def _typed_columns(spec: TableSpec) -> list[str]:
     """Each date and integer column cast once per row for every rule that reads it."""
     casts = {"date": "date", "int": "integer"}
-    return [f"try_cast({c.name} as {casts[c.kind]}) as {c.name}__typed"
-            for c in spec.columns if c.kind in casts]
+    return [
+        f"try_cast({c.name} as {casts[c.kind]}) as {c.name}__typed"
+        for c in spec.columns
+        if c.kind in casts
+    ]
 
 
 def _blank(value: str) -> str:
@@ -264,15 +309,24 @@ def column_rules(spec: TableSpec, extracted_at: date) -> list[tuple[str, str]]:
         checks = {
             "id": [("id_format", f"not regexp_full_match({value}, '{contract.ID_PATTERN}')")],
             "int": [("not_integer", f"not regexp_full_match({value}, '-?[0-9]{{1,9}}')")],
-            "number": [("not_number", f"coalesce(not isfinite(try_cast({value} as double)), true)")],
-            "date": [("invalid_date", f"{typed(col.name)} is null "
-                                      f"or not regexp_full_match({value}, '{contract.DATE_PATTERN}')"),
-                     ("after_extracted_at", f"{typed(col.name)} > {cutoff}")],
+            "number": [
+                ("not_number", f"coalesce(not isfinite(try_cast({value} as double)), true)")
+            ],
+            "date": [
+                (
+                    "invalid_date",
+                    f"{typed(col.name)} is null "
+                    f"or not regexp_full_match({value}, '{contract.DATE_PATTERN}')",
+                ),
+                ("after_extracted_at", f"{typed(col.name)} > {cutoff}"),
+            ],
             "code": [("snomed_code", f"{value} in (select code from _bad_codes)")],
         }.get(col.kind, [])
         if col.allowed is not None:
             checks.append(("allowed_values", f"{value} not in ({_sql_list(col.allowed)})"))
-        rules += [(f"{rule}:{col.name}", f"{value} is not null and ({sql})") for rule, sql in checks]
+        rules += [
+            (f"{rule}:{col.name}", f"{value} is not null and ({sql})") for rule, sql in checks
+        ]
     return rules
 
 
@@ -280,28 +334,43 @@ def table_rules(spec: TableSpec, manifest: Manifest) -> list[tuple[str, str]]:
     """Rules that relate a row to its manifest, its patient or other rows."""
     rules: list[tuple[str, str]] = []
     if "practice_id" in spec.column_names:
-        rules.append(("practice_not_in_delivery",
-                      f"r.practice_id not in ({_sql_list(manifest.practices)})"))
+        rules.append(
+            ("practice_not_in_delivery", f"r.practice_id not in ({_sql_list(manifest.practices)})")
+        )
     if spec.name == "patients":
-        rules += [("year_of_birth_range", f"{typed('year_of_birth')} not between 1900 "
-                                          f"and {manifest.extracted_at.year}"),
-                  ("death_before_birth", f"year({typed('date_of_death')}) "
-                                         f"< {typed('year_of_birth')}")]
+        rules += [
+            (
+                "year_of_birth_range",
+                f"{typed('year_of_birth')} not between 1900 and {manifest.extracted_at.year}",
+            ),
+            ("death_before_birth", f"year({typed('date_of_death')}) < {typed('year_of_birth')}"),
+        ]
     if spec.name == "registrations":
         rules.append(("end_before_start", f"{typed('end_date')} < {typed('start_date')}"))
     if spec.name in PATIENT_TABLES:
         event = typed(EVENT_DATE_COLUMNS[spec.name])
-        rules += [("unknown_patient", "p.patient_id is null"),
-                  ("before_birth", f"year({event}) < p.year_of_birth")]
+        rules += [
+            ("unknown_patient", "p.patient_id is null"),
+            ("before_birth", f"year({event}) < p.year_of_birth"),
+        ]
         if spec.name in NOT_AFTER_DEATH:
             rules.append(("after_death", f"{event} > p.date_of_death"))
     if spec.name == "clinical_events":
-        rules.append(("unknown_consultation", "r.consultation_id is not null and "
-                      "r.consultation_id not in (select consultation_id from _known_consultations)"))
+        rules.append(
+            (
+                "unknown_consultation",
+                "r.consultation_id is not null and "
+                "r.consultation_id not in (select consultation_id from _known_consultations)",
+            )
+        )
     rules.append(("duplicate_key", "d.repeated"))  # the key repeats in the file (check_rows)
     if _keyed_across_practices(spec):
-        rules.append(("key_in_other_practice",
-                      f"r.{spec.key[0]} in (select key from {_other_keys(spec.name)})"))
+        rules.append(
+            (
+                "key_in_other_practice",
+                f"r.{spec.key[0]} in (select key from {_other_keys(spec.name)})",
+            )
+        )
     return rules
 
 
@@ -314,18 +383,21 @@ def _other_keys(table: str) -> str:
     return f"_other_keys_{table}"
 
 
-def register_other_practice_keys(con: duckdb.DuckDBPyConnection, spec: TableSpec,
-                                 manifest: Manifest) -> None:
+def register_other_practice_keys(
+    con: duckdb.DuckDBPyConnection, spec: TableSpec, manifest: Manifest
+) -> None:
     """Temp table of this delivery's record ids that the warehouse holds for a practice the
     delivery does not list. Such a row cannot be applied without two rows under one key (a
     pseudonym clash, or a row sent by the wrong practice), and it is not ours to replace."""
     if not _keyed_across_practices(spec):
         return
     key = spec.key[0]
-    con.execute(f"create or replace temp table {_other_keys(spec.name)} as "
-                f"select distinct {key} as key from raw.{spec.name} "
-                f"where practice_id not in ({_sql_list(manifest.practices)}) "
-                f"and {key} in (select {key} from {_staged(spec.name)})")
+    con.execute(
+        f"create or replace temp table {_other_keys(spec.name)} as "
+        f"select distinct {key} as key from raw.{spec.name} "
+        f"where practice_id not in ({_sql_list(manifest.practices)}) "
+        f"and {key} in (select {key} from {_staged(spec.name)})"
+    )
 
 
 def _bad(table: str) -> str:
@@ -342,26 +414,44 @@ def check_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, manifest: Manife
     rules = column_rules(spec, manifest.extracted_at) + table_rules(spec, manifest)
     case = "case " + " ".join(f"when {sql} then '{rule}'" for rule, sql in rules) + " end"
     key = ", ".join(spec.key)
-    joins = (f" left join (select {key}, true as repeated from {_staged(spec.name)} "
-             f"group by {key} having count(*) > 1) d using ({key})")
+    joins = (
+        f" left join (select {key}, true as repeated from {_staged(spec.name)} "
+        f"group by {key} having count(*) > 1) d using ({key})"
+    )
     if spec.name in PATIENT_TABLES:
-        joins += (" left join _known_patients p on p.practice_id = r.practice_id "
-                  "and p.patient_id = r.patient_id")
+        joins += (
+            " left join _known_patients p on p.practice_id = r.practice_id "
+            "and p.patient_id = r.patient_id"
+        )
     typed_columns = ", ".join(["rowid as _rowid", "*", *_typed_columns(spec)])
-    con.execute(f"create or replace temp table {_bad(spec.name)} as select _rowid, _rule from "
-                f"(select r._rowid, {case} as _rule from (select {typed_columns} from "
-                f"{_staged(spec.name)}) r{joins}) where _rule is not null")
+    con.execute(
+        f"create or replace temp table {_bad(spec.name)} as select _rowid, _rule from "
+        f"(select r._rowid, {case} as _rule from (select {typed_columns} from "
+        f"{_staged(spec.name)}) r{joins}) where _rule is not null"
+    )
     (broken,) = con.execute(f"select count(*) from {_bad(spec.name)}").fetchone()
-    keep = (f"select s.* from {_staged(spec.name)} s anti join {_bad(spec.name)} b "
-            "on b._rowid = s.rowid" if broken else f"select * from {_staged(spec.name)}")
+    keep = (
+        f"select s.* from {_staged(spec.name)} s anti join {_bad(spec.name)} b "
+        "on b._rowid = s.rowid"
+        if broken
+        else f"select * from {_staged(spec.name)}"
+    )
     con.execute(f"create or replace temp view {_good(spec.name)} as {keep}")
 
 
 def register_bad_codes(con: duckdb.DuckDBPyConnection) -> None:
     """Temp table `_bad_codes`: staged SNOMED codes that fail the Verhoeff or partition check."""
-    codes = [row[0] for row in con.execute(
-        f"select distinct snomed_code from {_staged('clinical_events')} "
-        "where snomed_code is not null").fetchall()] if _has_staged(con, "clinical_events") else []
+    codes = (
+        [
+            row[0]
+            for row in con.execute(
+                f"select distinct snomed_code from {_staged('clinical_events')} "
+                "where snomed_code is not null"
+            ).fetchall()
+        ]
+        if _has_staged(con, "clinical_events")
+        else []
+    )
     bad = [(code,) for code in codes if snomed_problem(code)]
     con.execute("create or replace temp table _bad_codes (code varchar)")
     if bad:
@@ -369,8 +459,12 @@ def register_bad_codes(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _has_staged(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(con.execute("select count(*) from duckdb_tables() where temporary "
-                            "and table_name = ?", [_staged(table)]).fetchone()[0])
+    return bool(
+        con.execute(
+            "select count(*) from duckdb_tables() where temporary and table_name = ?",
+            [_staged(table)],
+        ).fetchone()[0]
+    )
 
 
 def typed_select(spec: TableSpec) -> str:
@@ -390,18 +484,27 @@ def _known_sets(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> None:
         "create or replace temp table _known_patients as "
         "select practice_id, patient_id, cast(year_of_birth as integer) as year_of_birth, "
         f"cast(date_of_death as date) as date_of_death from {_good('patients')}"
-        + (" union all by name select practice_id, patient_id, year_of_birth, date_of_death "
-           f"from raw.patients where practice_id in ({practices}) and (practice_id, patient_id) "
-           f"not in (select practice_id, patient_id from {_good('patients')})"
-           if held else ""))
+        + (
+            " union all by name select practice_id, patient_id, year_of_birth, date_of_death "
+            f"from raw.patients where practice_id in ({practices}) and (practice_id, patient_id) "
+            f"not in (select practice_id, patient_id from {_good('patients')})"
+            if held
+            else ""
+        )
+    )
 
 
 def _known_consultations(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> None:
     practices = _sql_list(manifest.practices)
-    held = (f" union select consultation_id from raw.consultations where practice_id in "
-            f"({practices})") if manifest.kind == "delta" else ""
-    con.execute("create or replace temp table _known_consultations as select consultation_id "
-                f"from {_good('consultations')}" + held)
+    held = (
+        (f" union select consultation_id from raw.consultations where practice_id in ({practices})")
+        if manifest.kind == "delta"
+        else ""
+    )
+    con.execute(
+        "create or replace temp table _known_consultations as select consultation_id "
+        f"from {_good('consultations')}" + held
+    )
 
 
 def _empty_staged(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
@@ -412,22 +515,42 @@ def _empty_staged(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
 
 # --- applying ------------------------------------------------------------------------------
 
+
 def _previous(con: duckdb.DuckDBPyConnection, delivery_id: str) -> list[tuple[str, str]]:
-    return con.execute("select status, manifest_sha256 from audit.deliveries "
-                       "where delivery_id = ?", [delivery_id]).fetchall()
+    return con.execute(
+        "select status, manifest_sha256 from audit.deliveries where delivery_id = ?", [delivery_id]
+    ).fetchall()
 
 
-def _record(con: duckdb.DuckDBPyConnection, delivery_id: str, digest: str, status: str,
-            reason: str, manifest: Manifest | None = None) -> None:
+def _record(
+    con: duckdb.DuckDBPyConnection,
+    delivery_id: str,
+    digest: str,
+    status: str,
+    reason: str,
+    manifest: Manifest | None = None,
+) -> None:
     con.execute(
         "insert into audit.deliveries values (?, ?, ?, ?, ?, ?, ?, now()::timestamp)",
-        [delivery_id, digest, manifest.extracted_at if manifest else None,
-         manifest.kind if manifest else None, manifest.source_system if manifest else None,
-         status, reason])
+        [
+            delivery_id,
+            digest,
+            manifest.extracted_at if manifest else None,
+            manifest.kind if manifest else None,
+            manifest.source_system if manifest else None,
+            status,
+            reason,
+        ],
+    )
 
 
-def refuse(con: duckdb.DuckDBPyConnection, delivery_id: str, digest: str, reason: str,
-           manifest: Manifest | None = None) -> DeliveryOutcome:
+def refuse(
+    con: duckdb.DuckDBPyConnection,
+    delivery_id: str,
+    digest: str,
+    reason: str,
+    manifest: Manifest | None = None,
+) -> DeliveryOutcome:
     """Record a refusal once per distinct content; nothing of the delivery is applied."""
     if ("refused", digest) not in _previous(con, delivery_id):
         _record(con, delivery_id, digest, "refused", reason, manifest)
@@ -442,10 +565,15 @@ def precheck(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> DeliveryOutc
     if manifest.manifest_sha256 in applied:
         return DeliveryOutcome(manifest.delivery_id, "skipped", "already applied")
     if applied:
-        return refuse(con, manifest.delivery_id, manifest.manifest_sha256,
-                      f"{manifest.directory / contract.MANIFEST_NAME}: duplicate_delivery_id: "
-                      "a delivery with this id and different content was applied before; "
-                      "send corrections under a new delivery id", manifest)
+        return refuse(
+            con,
+            manifest.delivery_id,
+            manifest.manifest_sha256,
+            f"{manifest.directory / contract.MANIFEST_NAME}: duplicate_delivery_id: "
+            "a delivery with this id and different content was applied before; "
+            "send corrections under a new delivery id",
+            manifest,
+        )
     if ("refused", manifest.manifest_sha256) in previous:
         return DeliveryOutcome(manifest.delivery_id, "skipped", "refused before, unchanged")
     newer = con.execute(
@@ -453,12 +581,18 @@ def precheck(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> DeliveryOutc
         "join audit.deliveries d using (delivery_id) where d.status = 'applied' "
         "and p.practice_id in (select unnest(?::varchar[])) "
         "and (d.extracted_at, d.delivery_id) > (?::date, ?) order by all limit 1",
-        [list(manifest.practices), manifest.extracted_at, manifest.delivery_id]).fetchone()
+        [list(manifest.practices), manifest.extracted_at, manifest.delivery_id],
+    ).fetchone()
     if newer:
-        return refuse(con, manifest.delivery_id, manifest.manifest_sha256,
-                      f"{manifest.directory / contract.MANIFEST_NAME}: out_of_order: practice "
-                      f"{newer[0]} already has the later delivery {newer[1]}; applying this "
-                      "one would roll its data back", manifest)
+        return refuse(
+            con,
+            manifest.delivery_id,
+            manifest.manifest_sha256,
+            f"{manifest.directory / contract.MANIFEST_NAME}: out_of_order: practice "
+            f"{newer[0]} already has the later delivery {newer[1]}; applying this "
+            "one would roll its data back",
+            manifest,
+        )
     return None
 
 
@@ -476,16 +610,22 @@ def _write(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> list[TableCoun
                 # Upsert by record id within the delivery's own practices: ids are
                 # practice-supplied pseudonyms, and another practice's row is not ours to touch.
                 key = ", ".join(spec.key)
-                con.execute(f"delete from raw.{spec.name} where practice_id in ({practices}) "
-                            f"and ({key}) in (select ({key}) from {good})")
-            con.execute(f"insert into raw.{spec.name} select {typed_select(spec)}, ? "
-                        f"from {good}", [manifest.delivery_id])
+                con.execute(
+                    f"delete from raw.{spec.name} where practice_id in ({practices}) "
+                    f"and ({key}) in (select ({key}) from {good})"
+                )
+            con.execute(
+                f"insert into raw.{spec.name} select {typed_select(spec)}, ? from {good}",
+                [manifest.delivery_id],
+            )
         if manifest.kind == "delta" and DELETIONS.name in manifest.files:
             _apply_deletions(con, manifest)
         for spec in _checked_specs(manifest):
             counts.append(_audit_table(con, manifest, spec))
-        con.executemany("insert into audit.delivery_practices values (?, ?)",
-                        [(manifest.delivery_id, p) for p in manifest.practices])
+        con.executemany(
+            "insert into audit.delivery_practices values (?, ?)",
+            [(manifest.delivery_id, p) for p in manifest.practices],
+        )
         _record(con, manifest.delivery_id, manifest.manifest_sha256, "applied", "", manifest)
         crash_point("ingest.written")
         con.execute("commit")
@@ -505,26 +645,36 @@ def _apply_deletions(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> None
     practices = _sql_list(manifest.practices)
     for spec in TABLES.values():
         record_key = "patient_id" if spec.name == "patients" else spec.key[0]
-        con.execute(f"delete from raw.{spec.name} where practice_id in ({practices}) and "
-                    f"{record_key} in (select record_id from {_good(DELETIONS.name)} "
-                    f"where table_name = ?)", [spec.name])
+        con.execute(
+            f"delete from raw.{spec.name} where practice_id in ({practices}) and "
+            f"{record_key} in (select record_id from {_good(DELETIONS.name)} "
+            f"where table_name = ?)",
+            [spec.name],
+        )
 
 
 def _audit_table(con: duckdb.DuckDBPyConnection, manifest: Manifest, spec: TableSpec) -> TableCount:
     staged, bad = _staged(spec.name), _bad(spec.name)
     practice = "r.practice_id" if "practice_id" in spec.column_names else "null"
     columns = ", ".join(f"r.{c}" for c in spec.column_names)
-    con.execute(f"insert into audit.quarantine select ?, ?, {practice}, b._rowid + 1, b._rule, "
-                f"to_json(struct_pack({columns})) from {bad} b join {staged} r "
-                "on r.rowid = b._rowid order by b._rowid", [manifest.delivery_id, spec.name])
-    con.execute(f"insert into audit.delivery_practice_tables select ?, {practice}, ?, count(*), "
-                f"count(*) - count(b._rowid), count(b._rowid) from {staged} r "
-                f"left join {bad} b on b._rowid = r.rowid group by all",
-                [manifest.delivery_id, spec.name])
+    con.execute(
+        f"insert into audit.quarantine select ?, ?, {practice}, b._rowid + 1, b._rule, "
+        f"to_json(struct_pack({columns})) from {bad} b join {staged} r "
+        "on r.rowid = b._rowid order by b._rowid",
+        [manifest.delivery_id, spec.name],
+    )
+    con.execute(
+        f"insert into audit.delivery_practice_tables select ?, {practice}, ?, count(*), "
+        f"count(*) - count(b._rowid), count(b._rowid) from {staged} r "
+        f"left join {bad} b on b._rowid = r.rowid group by all",
+        [manifest.delivery_id, spec.name],
+    )
     (received,) = con.execute(f"select count(*) from {staged}").fetchone()
     (quarantined,) = con.execute(f"select count(*) from {bad}").fetchone()
-    con.execute("insert into audit.delivery_tables values (?, ?, ?, ?, ?)",
-                [manifest.delivery_id, spec.name, received, received - quarantined, quarantined])
+    con.execute(
+        "insert into audit.delivery_tables values (?, ?, ?, ?, ?)",
+        [manifest.delivery_id, spec.name, received, received - quarantined, quarantined],
+    )
     return TableCount(spec.name, received, received - quarantined, quarantined)
 
 
@@ -552,8 +702,11 @@ def apply_delivery(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Delive
         return refuse(con, manifest.delivery_id, manifest.manifest_sha256, str(exc), manifest)
     crash_point("ingest.staged")
     tables = _write(con, manifest)
-    log.info("applied %s: %s", manifest.delivery_id,
-             ", ".join(f"{t.table} {t.loaded}/{t.received}" for t in tables))
+    log.info(
+        "applied %s: %s",
+        manifest.delivery_id,
+        ", ".join(f"{t.table} {t.loaded}/{t.received}" for t in tables),
+    )
     return DeliveryOutcome(manifest.delivery_id, "applied", "", tables)
 
 
@@ -575,8 +728,9 @@ def apply_folder(con: duckdb.DuckDBPyConnection, folder: Path) -> DeliveryOutcom
     return apply_item(con, read_item(folder))
 
 
-def ingest(con: duckdb.DuckDBPyConnection, landing: Path,
-           progress: Callable[[str], None] | None = None) -> IngestReport:
+def ingest(
+    con: duckdb.DuckDBPyConnection, landing: Path, progress: Callable[[str], None] | None = None
+) -> IngestReport:
     """Apply every delivery in `landing` not yet applied, in contract order."""
     outcomes = []
     found = discover(landing)
@@ -584,6 +738,8 @@ def ingest(con: duckdb.DuckDBPyConnection, landing: Path,
         outcome = apply_item(con, item)
         outcomes.append(outcome)
         if progress:
-            progress(f"[{number}/{len(found)}] {outcome.delivery_id}: {outcome.status}"
-                     + (f" ({outcome.reason})" if outcome.reason else ""))
+            progress(
+                f"[{number}/{len(found)}] {outcome.delivery_id}: {outcome.status}"
+                + (f" ({outcome.reason})" if outcome.reason else "")
+            )
     return IngestReport(outcomes)

@@ -105,23 +105,36 @@ def cosmos_task_group_args(paths: WarehousePaths) -> dict[str, Any]:
     from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 
-    env = {"SPRX_DUCKDB_PATH": str(paths.work), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-           "SPRX_DBT_THREADS": os.environ.get("SPRX_DBT_THREADS", "4")}
+    env = {
+        "SPRX_DUCKDB_PATH": str(paths.work),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "SPRX_DBT_THREADS": os.environ.get("SPRX_DBT_THREADS", "4"),
+    }
     return {
         "project_config": ProjectConfig(
-            dbt_project_path=config.DBT_PROJECT_DIR, env_vars=env, install_dbt_deps=False,
-            dbt_vars={"sp_codelist": config.SP_CODELIST}),
+            dbt_project_path=config.DBT_PROJECT_DIR,
+            env_vars=env,
+            install_dbt_deps=False,
+            dbt_vars={"sp_codelist": config.SP_CODELIST},
+        ),
         "profile_config": ProfileConfig(
-            profile_name="sprx", target_name="warehouse",
-            profiles_yml_filepath=config.DBT_PROJECT_DIR / "profiles.yml"),
+            profile_name="sprx",
+            target_name="warehouse",
+            profiles_yml_filepath=config.DBT_PROJECT_DIR / "profiles.yml",
+        ),
         "execution_config": ExecutionConfig(
-            execution_mode=ExecutionMode.LOCAL, invocation_mode=InvocationMode.SUBPROCESS,
-            dbt_executable_path=dbt_executable()),
-        "render_config": RenderConfig(
-            load_method=LoadMode.DBT_LS, test_behavior=TestBehavior.BUILD,
-            dbt_executable_path=dbt_executable(), emit_datasets=False,
+            execution_mode=ExecutionMode.LOCAL,
             invocation_mode=InvocationMode.SUBPROCESS,
-            should_detach_multiple_parents_tests=True),
+            dbt_executable_path=dbt_executable(),
+        ),
+        "render_config": RenderConfig(
+            load_method=LoadMode.DBT_LS,
+            test_behavior=TestBehavior.BUILD,
+            dbt_executable_path=dbt_executable(),
+            emit_datasets=False,
+            invocation_mode=InvocationMode.SUBPROCESS,
+            should_detach_multiple_parents_tests=True,
+        ),
         # A failing model or test is a data or code problem: retrying cannot fix it.
         "operator_args": {"pool": WRITER_POOL, "install_deps": False, "retries": 0},
     }

@@ -30,29 +30,38 @@ def _quiet(_: str) -> None:
 
 # --- codelists ---------------------------------------------------------------------------
 
-def _record_pull(paths: WarehousePaths, source: str, status: str, reason: str,
-                 pulled: list[codelists.Codelist]) -> None:
+
+def _record_pull(
+    paths: WarehousePaths, source: str, status: str, reason: str, pulled: list[codelists.Codelist]
+) -> None:
     """Record a pull in audit.codelist_pulls when its outcome differs from the latest one.
 
     The table is a history of what was in force and when it changed, not a log of every
     check: a re-run that pulls the same lists from the same source changes nothing.
     """
     rows = {(c.name, c.version, c.sha256, source, status, reason) for c in pulled} or {
-        (None, None, None, source, status, reason)}
+        (None, None, None, source, status, reason)
+    }
     with connect(paths.work) as con:
-        latest = set(con.execute(
-            "select codelist, version, sha256, source, status, reason from audit.codelist_pulls "
-            "where pulled_at = (select max(pulled_at) from audit.codelist_pulls)").fetchall())
+        latest = set(
+            con.execute(
+                "select codelist, version, sha256, source, status, reason from audit.codelist_pulls "
+                "where pulled_at = (select max(pulled_at) from audit.codelist_pulls)"
+            ).fetchall()
+        )
         if rows == latest:
             return
         con.execute("begin")  # one transaction: every row of a pull gets the same pulled_at
-        con.executemany("insert into audit.codelist_pulls values (now()::timestamp, ?, ?, ?, "
-                        "?, ?, ?)", sorted(rows, key=repr))
+        con.executemany(
+            "insert into audit.codelist_pulls values (now()::timestamp, ?, ?, ?, ?, ?, ?)",
+            sorted(rows, key=repr),
+        )
         con.execute("commit")
 
 
-def pull_codelists(paths: WarehousePaths, source: str | Path, pins: Path | None = None,
-                   wait_seconds: float = 0.0) -> list[codelists.Codelist]:
+def pull_codelists(
+    paths: WarehousePaths, source: str | Path, pins: Path | None = None, wait_seconds: float = 0.0
+) -> list[codelists.Codelist]:
     """Fetch every pinned list from `source`, verify it, keep it for builds, record the pull.
 
     A drifted or malformed list is refused with its reason (recorded in
@@ -73,13 +82,16 @@ def pull_codelists(paths: WarehousePaths, source: str | Path, pins: Path | None 
 def active_codelist(paths: WarehousePaths, name: str = SP_CODELIST) -> codelists.Codelist:
     """The list a build uses: the last verified pull, checked again against its pin."""
     if not (paths.codelist_cache / codelists.MANIFEST_NAME).is_file():
-        raise codelists.CodelistError(f"no verified codelists at {paths.codelist_cache}: pull "
-                                      "them first (`sprx run`, or the sprx_codelists DAG)")
+        raise codelists.CodelistError(
+            f"no verified codelists at {paths.codelist_cache}: pull "
+            "them first (`sprx run`, or the sprx_codelists DAG)"
+        )
     return codelists.load_codelist(paths.codelist_cache, name)
 
 
-def ensure_codelists(paths: WarehousePaths, source: str | Path, pins: Path | None = None,
-                     wait_seconds: float = 0.0) -> codelists.Codelist:
+def ensure_codelists(
+    paths: WarehousePaths, source: str | Path, pins: Path | None = None, wait_seconds: float = 0.0
+) -> codelists.Codelist:
     """The active codelist, pulling from `source` first if nothing was verified yet."""
     if not (paths.codelist_cache / codelists.MANIFEST_NAME).is_file():
         pull_codelists(paths, source, pins, wait_seconds)
@@ -88,8 +100,10 @@ def ensure_codelists(paths: WarehousePaths, source: str | Path, pins: Path | Non
 
 # --- deliveries --------------------------------------------------------------------------
 
-def pending_deliveries(paths: WarehousePaths, landing: Path,
-                       wait_seconds: float = 0.0) -> list[str]:
+
+def pending_deliveries(
+    paths: WarehousePaths, landing: Path, wait_seconds: float = 0.0
+) -> list[str]:
     """Delivery folders in `landing` that the warehouse has not yet applied or refused as
     they are now, in contract order. Reads only, but under the writer's lock: DuckDB will not
     open a file read-only while another process writes it, so a reader that did not wait
@@ -106,8 +120,9 @@ def _folder_name(item: ingest.Manifest | ingest.Unreadable) -> str:
     return item.directory.name
 
 
-def apply_delivery(paths: WarehousePaths, landing: Path, delivery: str,
-                   wait_seconds: float = 0.0) -> ingest.DeliveryOutcome:
+def apply_delivery(
+    paths: WarehousePaths, landing: Path, delivery: str, wait_seconds: float = 0.0
+) -> ingest.DeliveryOutcome:
     """Apply one delivery folder of `landing` (the unit of an Airflow mapped task)."""
     folder = landing / delivery
     if not folder.is_dir():
@@ -116,14 +131,16 @@ def apply_delivery(paths: WarehousePaths, landing: Path, delivery: str,
         return ingest.apply_folder(con, folder)
 
 
-def ingest_landing(paths: WarehousePaths, landing: Path, progress: Progress = _quiet,
-                   wait_seconds: float = 0.0) -> ingest.IngestReport:
+def ingest_landing(
+    paths: WarehousePaths, landing: Path, progress: Progress = _quiet, wait_seconds: float = 0.0
+) -> ingest.IngestReport:
     """Apply every new delivery in `landing` to the work warehouse."""
     with writer_lock(paths, wait_seconds), connect(paths.work) as con:
         return ingest.ingest(con, landing, progress)
 
 
 # --- build, gate, publish ------------------------------------------------------------------
+
 
 def published_build(paths: WarehousePaths) -> str | None:
     """The build both published forms hold (the DuckDB file and the Parquet export), or
@@ -144,19 +161,29 @@ def recover_interrupted(paths: WarehousePaths) -> None:
             dbt_build.settle_builds(con, published_id)
 
 
-def current_publication(paths: WarehousePaths, codelist: codelists.Codelist,
-                        dbt_vars: dict[str, Any] | None = None,
-                        engine: str = "duckdb") -> str | None:
+def current_publication(
+    paths: WarehousePaths,
+    codelist: codelists.Codelist,
+    dbt_vars: dict[str, Any] | None = None,
+    engine: str = "duckdb",
+) -> str | None:
     """The published build's id if a build now would read exactly what it read (same input
     fingerprint) and no build has started since; None when a build is needed."""
     published_id = published_build(paths)
     if published_id is None or not paths.work.is_file():
         return None
     with connect(paths.work, read_only=True) as con:
-        latest = con.execute("select build_id, status, input_fingerprint from audit.builds "
-                             "order by started_at desc, build_id desc limit 1").fetchone()
-        fingerprint = dbt_build.input_fingerprint(con, codelist, scope.fingerprint(
-            codelist.sha256, dbt_build.build_vars(codelist, dbt_vars), engine=engine))
+        latest = con.execute(
+            "select build_id, status, input_fingerprint from audit.builds "
+            "order by started_at desc, build_id desc limit 1"
+        ).fetchone()
+        fingerprint = dbt_build.input_fingerprint(
+            con,
+            codelist,
+            scope.fingerprint(
+                codelist.sha256, dbt_build.build_vars(codelist, dbt_vars), engine=engine
+            ),
+        )
     return published_id if latest == (published_id, "published", fingerprint) else None
 
 
@@ -169,9 +196,14 @@ class CheckedBuild:
     gate: quality.GateReport
 
 
-def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
-                    wait_seconds: float = 0.0, progress: Progress = _quiet,
-                    full_rebuild: bool = False, engine: str | None = None) -> CheckedBuild:
+def build_warehouse(
+    paths: WarehousePaths,
+    dbt_vars: dict[str, Any] | None = None,
+    wait_seconds: float = 0.0,
+    progress: Progress = _quiet,
+    full_rebuild: bool = False,
+    engine: str | None = None,
+) -> CheckedBuild:
     """Check the loaded tables, `dbt build` with the active codelist, check the marts.
 
     dbt rebuilds only the practices with deliveries applied since the last successful build,
@@ -183,15 +215,19 @@ def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = Non
     with writer_lock(paths, wait_seconds):
         recover_interrupted(paths)
         codelist = active_codelist(paths)
-        build_id, build_vars, planned = dbt_build.open_build(paths, codelist, dbt_vars,
-                                                             full_rebuild, engine)
+        build_id, build_vars, planned = dbt_build.open_build(
+            paths, codelist, dbt_vars, full_rebuild, engine
+        )
         try:
             progress("checking the loaded tables (quality gate, Great Expectations)")
             loaded = quality.gate(paths, "loaded", build_id, scoped=True)
-            progress(f"building the warehouse with dbt on {engine} (codelist {codelist.name} "
-                     f"{codelist.version}; {planned.describe()})")
-            built = dbt_build.run_build(paths, build_id, build_vars, planned=planned,
-                                        engine=engine, progress=progress)
+            progress(
+                f"building the warehouse with dbt on {engine} (codelist {codelist.name} "
+                f"{codelist.version}; {planned.describe()})"
+            )
+            built = dbt_build.run_build(
+                paths, build_id, build_vars, planned=planned, engine=engine, progress=progress
+            )
             progress("checking the marts before publishing (quality gate)")
             gate = quality.gate(paths, "marts", build_id, scoped=True)
         except BaseException:
@@ -201,9 +237,12 @@ def build_warehouse(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = Non
         return CheckedBuild(built, loaded, gate)
 
 
-def start_build(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
-                wait_seconds: float = 0.0,
-                engine: str = "duckdb") -> tuple[str, dict[str, Any]]:
+def start_build(
+    paths: WarehousePaths,
+    dbt_vars: dict[str, Any] | None = None,
+    wait_seconds: float = 0.0,
+    engine: str = "duckdb",
+) -> tuple[str, dict[str, Any]]:
     """Record the active codelist and open a build (for orchestrators that run dbt models
     as their own tasks); return the build id and the dbt vars to run with."""
     with writer_lock(paths, wait_seconds):
@@ -211,38 +250,50 @@ def start_build(paths: WarehousePaths, dbt_vars: dict[str, Any] | None = None,
         return dbt_build.start_build(paths, active_codelist(paths), dbt_vars, engine=engine)
 
 
-def run_opened_build(paths: WarehousePaths, build_id: str, engine: str,
-                     wait_seconds: float = 0.0,
-                     progress: Progress = _quiet) -> dbt_build.BuildReport:
+def run_opened_build(
+    paths: WarehousePaths,
+    build_id: str,
+    engine: str,
+    wait_seconds: float = 0.0,
+    progress: Progress = _quiet,
+) -> dbt_build.BuildReport:
     """`dbt build` a build that `start_build` opened, in one step (Airflow's `spark_build`
     task: on Spark, one session builds every model); raise BuildError on any failure."""
     import json
 
     with writer_lock(paths, wait_seconds):
         with connect(paths.work, read_only=True) as con:
-            row = con.execute("select dbt_vars from audit.builds where build_id = ?",
-                              [build_id]).fetchone()
+            row = con.execute(
+                "select dbt_vars from audit.builds where build_id = ?", [build_id]
+            ).fetchone()
         if row is None:
             raise ValueError(f"no build {build_id} in {paths.work}: open it with start_build")
-        return dbt_build.run_build(paths, build_id, json.loads(row[0] or "{}"),
-                                   engine=engine, progress=progress)
+        return dbt_build.run_build(
+            paths, build_id, json.loads(row[0] or "{}"), engine=engine, progress=progress
+        )
 
 
 def close_build(paths: WarehousePaths, build_id: str, wait_seconds: float = 0.0) -> str:
     """Mark a build that did not reach publication as failed; return its final status."""
     with writer_lock(paths, wait_seconds):
         with connect(paths.work, read_only=True) as con:
-            (status,) = con.execute("select status from audit.builds where build_id = ?",
-                                    [build_id]).fetchone()
+            (status,) = con.execute(
+                "select status from audit.builds where build_id = ?", [build_id]
+            ).fetchone()
         if status != "published":
             dbt_build.finish_build(paths, build_id, "failed")
             status = "failed"
         return status
 
 
-def quality_gate(paths: WarehousePaths, stage: str = "marts", build_id: str | None = None,
-                 run_dbt_tests: bool = False, wait_seconds: float = 0.0,
-                 scoped: bool = False) -> quality.GateReport:
+def quality_gate(
+    paths: WarehousePaths,
+    stage: str = "marts",
+    build_id: str | None = None,
+    run_dbt_tests: bool = False,
+    wait_seconds: float = 0.0,
+    scoped: bool = False,
+) -> quality.GateReport:
     """Run one stage of the quality gate over the work warehouse (`loaded`: the raw tables,
     before dbt; `marts`: the built marts and row accounting, before publishing); raise
     QualityGateError, naming each failed check, if anything must not be published.
@@ -254,13 +305,15 @@ def quality_gate(paths: WarehousePaths, stage: str = "marts", build_id: str | No
 
 def latest_build(paths: WarehousePaths) -> str | None:
     with connect(paths.work) as con:
-        row = con.execute("select build_id from audit.builds order by started_at desc "
-                          "limit 1").fetchone()
+        row = con.execute(
+            "select build_id from audit.builds order by started_at desc limit 1"
+        ).fetchone()
     return row[0] if row else None
 
 
-def publish_warehouse(paths: WarehousePaths, build_id: str | None = None,
-                      wait_seconds: float = 0.0) -> Path:
+def publish_warehouse(
+    paths: WarehousePaths, build_id: str | None = None, wait_seconds: float = 0.0
+) -> Path:
     """Replace the published warehouse with the work warehouse's published schemas.
 
     Only a build that dbt did not fail and whose marts passed the quality gate is published
@@ -269,8 +322,9 @@ def publish_warehouse(paths: WarehousePaths, build_id: str | None = None,
     """
     with writer_lock(paths, wait_seconds):
         if not paths.work.is_file():
-            raise FileNotFoundError(f"{paths.work} does not exist: run `sprx ingest` and "
-                                    "`sprx build` before publishing")
+            raise FileNotFoundError(
+                f"{paths.work} does not exist: run `sprx ingest` and `sprx build` before publishing"
+            )
         if build_id is None:
             recover_interrupted(paths)
             build_id = latest_build(paths)
@@ -286,18 +340,24 @@ def publish_warehouse(paths: WarehousePaths, build_id: str | None = None,
 class RunReport:
     ingest: ingest.IngestReport
     loaded_gate: quality.GateReport | None  # these three are None when nothing was new:
-    build: dbt_build.BuildReport | None     # build and publish were skipped
+    build: dbt_build.BuildReport | None  # build and publish were skipped
     gate: quality.GateReport | None
     published: Path
     summary: dict[str, Any]
-    current_build: str | None = None        # the published build, when it was current
-    republished: bool = False               # ... and copied out again in another storage version
+    current_build: str | None = None  # the published build, when it was current
+    republished: bool = False  # ... and copied out again in another storage version
 
 
-def run(paths: WarehousePaths, landing: Path, codelist_source: str | Path,
-        dbt_vars: dict[str, Any] | None = None, progress: Progress = _quiet,
-        wait_seconds: float = 0.0, codelist_pins: Path | None = None,
-        engine: str | None = None) -> RunReport:
+def run(
+    paths: WarehousePaths,
+    landing: Path,
+    codelist_source: str | Path,
+    dbt_vars: dict[str, Any] | None = None,
+    progress: Progress = _quiet,
+    wait_seconds: float = 0.0,
+    codelist_pins: Path | None = None,
+    engine: str | None = None,
+) -> RunReport:
     """Pull codelists, ingest, check, build, check and publish, holding the writer lock.
     dbt builds on `engine` (default: SPRX_ENGINE, else duckdb)."""
     engine = engine or default_engine()
@@ -308,21 +368,40 @@ def run(paths: WarehousePaths, landing: Path, codelist_source: str | Path,
         progress(f"ingesting deliveries from {landing}")
         report = ingest_landing(paths, landing, progress)
         if current := current_publication(paths, active_codelist(paths), dbt_vars, engine):
-            wanted, held = publish_storage_version(), publish.published_storage_version(
-                paths.published)
+            wanted, held = (
+                publish_storage_version(),
+                publish.published_storage_version(paths.published),
+            )
             if held == wanted:
-                progress(f"nothing new since build {current}: the published warehouse is "
-                         "current; build and publish skipped")
+                progress(
+                    f"nothing new since build {current}: the published warehouse is "
+                    "current; build and publish skipped"
+                )
             else:
-                progress(f"nothing new since build {current}, but the published file is in "
-                         f"storage version {held or 'unrecorded'}, not {wanted} "
-                         "(SPRX_PUBLISH_STORAGE_VERSION): publishing it again")
+                progress(
+                    f"nothing new since build {current}, but the published file is in "
+                    f"storage version {held or 'unrecorded'}, not {wanted} "
+                    "(SPRX_PUBLISH_STORAGE_VERSION): publishing it again"
+                )
                 publish_warehouse(paths, current)
-            return RunReport(report, None, None, None, paths.published,
-                             publish.published_summary(paths.published), current,
-                             republished=held != wanted)
+            return RunReport(
+                report,
+                None,
+                None,
+                None,
+                paths.published,
+                publish.published_summary(paths.published),
+                current,
+                republished=held != wanted,
+            )
         checked = build_warehouse(paths, dbt_vars, progress=progress, engine=engine)
         progress(f"publishing to {paths.published}")
         published = publish_warehouse(paths, checked.build.build_id)
-    return RunReport(report, checked.loaded_gate, checked.build, checked.gate, published,
-                     publish.published_summary(published))
+    return RunReport(
+        report,
+        checked.loaded_gate,
+        checked.build,
+        checked.gate,
+        published,
+        publish.published_summary(published),
+    )

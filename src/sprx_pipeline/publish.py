@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +92,13 @@ def _open_staging(staging: Path, storage_version: str) -> duckdb.DuckDBPyConnect
     version (a file's version is fixed when it is created, hence ATTACH, not connect)."""
     con = duckdb.connect()
     try:
-        con.execute(f"attach ? as published (storage_version '{storage_version}')",
-                    [str(staging)])
+        con.execute(f"attach ? as published (storage_version '{storage_version}')", [str(staging)])
     except duckdb.InvalidInputException as exc:
         con.close()
-        raise ValueError(f"SPRX_PUBLISH_STORAGE_VERSION={storage_version!r}: DuckDB "
-                         f"{duckdb.__version__} cannot write it ({exc})") from exc
+        raise ValueError(
+            f"SPRX_PUBLISH_STORAGE_VERSION={storage_version!r}: DuckDB "
+            f"{duckdb.__version__} cannot write it ({exc})"
+        ) from exc
     con.execute("use published")
     return con
 
@@ -114,21 +115,24 @@ def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
         tables = con.execute(
             "select schema_name, table_name from duckdb_tables() where database_name = 'work' "
             f"and schema_name in ({', '.join('?' * len(PUBLISHED_SCHEMAS))}) order by all",
-            list(PUBLISHED_SCHEMAS)).fetchall()
+            list(PUBLISHED_SCHEMAS),
+        ).fetchall()
         for schema in PUBLISHED_SCHEMAS:
             con.execute(f"create schema {schema}")
         for schema, table in tables:
-            con.execute(f'create table {schema}."{table}" as '
-                        f'select * from work.{schema}."{table}"')
+            con.execute(f'create table {schema}."{table}" as select * from work.{schema}."{table}"')
         crash_point("publish.copied")
         con.execute("create schema meta")
-        con.execute("create table meta.publication as select now()::timestamp as published_at, "
-                    "?::varchar as build_id, ?::varchar as storage_version",
-                    [build_id, storage_version])
+        con.execute(
+            "create table meta.publication as select now()::timestamp as published_at, "
+            "?::varchar as build_id, ?::varchar as storage_version",
+            [build_id, storage_version],
+        )
         con.execute("detach work")
         con.execute("checkpoint published")
-        exports = _export_parquet(con, paths.parquet, [t for s, t in tables if s == "marts"],
-                                  build_id)
+        exports = _export_parquet(
+            con, paths.parquet, [t for s, t in tables if s == "marts"], build_id
+        )
     finally:
         con.close()
     with open(staging, "rb+") as handle:
@@ -143,17 +147,18 @@ def publish(paths: WarehousePaths, build_id: str | None = None) -> Path:
     return target
 
 
-def _export_parquet(con: duckdb.DuckDBPyConnection, link: Path, marts: list[str],
-                    build_id: str | None) -> Path:
+def _export_parquet(
+    con: duckdb.DuckDBPyConnection, link: Path, marts: list[str], build_id: str | None
+) -> Path:
     """Write each mart of the staged warehouse to `<table>.parquet` in a new folder, named
     `.<link>.<time>-<random>-<build id>` (the build id last, for `exported_build_id`)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     folder = link.with_name(f".{link.name}.{stamp}-{uuid.uuid4().hex[:6]}-{build_id or ''}")
     folder.mkdir()
     try:
         for table in marts:
             path = str(folder / f"{table}.parquet").replace("'", "''")
-            con.execute(f'copy marts."{table}" to \'{path}\' (format parquet)')
+            con.execute(f"copy marts.\"{table}\" to '{path}' (format parquet)")
         for file in folder.iterdir():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -174,8 +179,9 @@ def _swap_parquet_link(link: Path, folder: Path) -> None:
     if link.exists() and previous is None:
         if not link.is_dir() or any(p.suffix != ".parquet" for p in link.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
-            raise FileExistsError(f"{link} is not the Parquet export sprx publish maintains: "
-                                  "move it away")
+            raise FileExistsError(
+                f"{link} is not the Parquet export sprx publish maintains: move it away"
+            )
         previous = link.with_name(f".{link.name}.00000000T000000-copied")
         shutil.rmtree(previous, ignore_errors=True)
         link.rename(previous)
@@ -193,31 +199,43 @@ def published_summary(path: Path) -> dict[str, Any]:
     """Headline figures of a published warehouse, for the end of a run."""
     con = duckdb.connect(str(path), read_only=True)
     try:
+
         def one(sql: str) -> Any:
             return con.execute(sql).fetchone()[0]
 
-        rates = dict(con.execute(
-            "select \"window\", rate_per_1000_py from marts.sp_outcome_summary "
-            "where cohort = 'referred' and measure = 'consultations'").fetchall())
+        rates = dict(
+            con.execute(
+                'select "window", rate_per_1000_py from marts.sp_outcome_summary '
+                "where cohort = 'referred' and measure = 'consultations'"
+            ).fetchall()
+        )
         checks, warnings, failed = con.execute(
             "with latest as (select stage, max(checked_at) as at from audit.quality_checks "
             "group by stage) select count(*), count(*) filter (where status = 'warn'), "
             "count(*) filter (where status = 'fail') from audit.quality_checks q "
-            "join latest on latest.stage = q.stage and latest.at = q.checked_at").fetchone()
+            "join latest on latest.stage = q.stage and latest.at = q.checked_at"
+        ).fetchone()
         quality_dir = WarehousePaths.at(path).quality_dir
-        control_rates = dict(con.execute(
-            "select \"window\", rate_per_1000_py from marts.sp_outcome_summary "
-            "where cohort = 'control' and measure = 'consultations'").fetchall())
+        control_rates = dict(
+            con.execute(
+                'select "window", rate_per_1000_py from marts.sp_outcome_summary '
+                "where cohort = 'control' and measure = 'consultations'"
+            ).fetchall()
+        )
         return {
             "warehouse": str(path),
-            "deliveries_applied": one("select count(distinct delivery_id) from audit.deliveries "
-                                      "where status = 'applied'"),
-            "deliveries_refused": one("select count(distinct delivery_id) from audit.deliveries "
-                                      "where status = 'refused'"),
+            "deliveries_applied": one(
+                "select count(distinct delivery_id) from audit.deliveries where status = 'applied'"
+            ),
+            "deliveries_refused": one(
+                "select count(distinct delivery_id) from audit.deliveries where status = 'refused'"
+            ),
             "rows_quarantined": one("select count(*) from audit.quarantine"),
             "practices": one("select count(distinct practice_id) from marts.dq_practice_feedback"),
-            "patients": one("select coalesce(sum(patients_loaded), 0) "
-                            "from marts.dq_practice_feedback where is_latest_delivery"),
+            "patients": one(
+                "select coalesce(sum(patients_loaded), 0) "
+                "from marts.dq_practice_feedback where is_latest_delivery"
+            ),
             "referred_patients": one("select count(*) from marts.sp_patient_outcomes"),
             "matched_controls": one("select count(*) from marts.sp_matched_controls"),
             "codelist_version": one("select max(version) from codelists.sp_codes"),
@@ -237,23 +255,37 @@ def published_summary(path: Path) -> dict[str, Any]:
 def _consultation_effects(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """The effect of referral (the matched design's causal estimate) first, then the share
     of cases matched and the descriptive before/after ratios, with 95% CIs, for the summary."""
-    rows = con.execute("select measure, estimate, ratio, ci_lower, ci_upper "
-                       "from marts.sp_effect_estimates where subgroup = 'all'").fetchall()
-    found = {(measure, estimate): (ratio, lower, upper)
-             for measure, estimate, ratio, lower, upper in rows}
-    labels = {("consultations", "effect"): "consultations: effect of referral (95% CI)",
-              ("ae_attendances", "effect"): "A&E attendances: effect of referral (95% CI)",
-              ("consultations", "referred_post_vs_pre"):
-                  "referred consultations after/before, descriptive (95% CI)",
-              ("consultations", "control_post_vs_pre"):
-                  "control consultations after/before, descriptive (95% CI)",
-              ("consultations", "ratio_of_ratios"):
-                  "consultations ratio of ratios, descriptive (95% CI)"}
+    rows = con.execute(
+        "select measure, estimate, ratio, ci_lower, ci_upper "
+        "from marts.sp_effect_estimates where subgroup = 'all'"
+    ).fetchall()
+    found = {
+        (measure, estimate): (ratio, lower, upper)
+        for measure, estimate, ratio, lower, upper in rows
+    }
+    labels = {
+        ("consultations", "effect"): "consultations: effect of referral (95% CI)",
+        ("ae_attendances", "effect"): "A&E attendances: effect of referral (95% CI)",
+        (
+            "consultations",
+            "referred_post_vs_pre",
+        ): "referred consultations after/before, descriptive (95% CI)",
+        (
+            "consultations",
+            "control_post_vs_pre",
+        ): "control consultations after/before, descriptive (95% CI)",
+        ("consultations", "ratio_of_ratios"): "consultations ratio of ratios, descriptive (95% CI)",
+    }
     summary = {}
     for key, label in labels.items():
         ratio, lower, upper = found.get(key, (None, None, None))
-        summary[label] = ("n/a" if ratio is None else f"{ratio:.2f}" if lower is None
-                          else f"{ratio:.2f} ({lower:.2f}-{upper:.2f})")
+        summary[label] = (
+            "n/a"
+            if ratio is None
+            else f"{ratio:.2f}"
+            if lower is None
+            else f"{ratio:.2f} ({lower:.2f}-{upper:.2f})"
+        )
         if key == ("ae_attendances", "effect"):
             summary["cases matched (of eligible)"] = _matched_share(con)
     return summary
@@ -261,8 +293,10 @@ def _consultation_effects(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 def _matched_share(con: duckdb.DuckDBPyConnection) -> str:
     """Cases with at least one control, of the cases eligible for their trial."""
-    row = con.execute("select max(matched_cases), max(cases) from marts.sp_covariate_balance "
-                      "where subgroup = 'all'").fetchone()
+    row = con.execute(
+        "select max(matched_cases), max(cases) from marts.sp_covariate_balance "
+        "where subgroup = 'all'"
+    ).fetchone()
     matched, eligible = row if row else (None, None)
     if not eligible:
         return "n/a"

@@ -45,8 +45,12 @@ STAGES = {"loaded": "sprx_loaded", "marts": "sprx_publish"}
 RAW_SAMPLE_ROWS = 250_000
 # Tables with a row per patient or event of one practice: a scoped gate checks only the
 # practices the build rebuilt. (The other marts are whole-network summaries, checked whole.)
-PER_PRACTICE_SUITES = ("raw.", "marts.sp_referrals", "marts.sp_patient_outcomes",
-                       "marts.sp_matched_controls")
+PER_PRACTICE_SUITES = (
+    "raw.",
+    "marts.sp_referrals",
+    "marts.sp_patient_outcomes",
+    "marts.sp_matched_controls",
+)
 EARLIEST_DATE = "1900-01-01"
 HISTORY_RUNS = 30
 VACUOUS_WHEN_EMPTY = ("expect_column_min_to_be_between", "expect_column_max_to_be_between")
@@ -87,8 +91,11 @@ class CheckResult:
         return "fail" if self.level == "error" else "warn"
 
     def describe(self) -> str:
-        return (f"{self.level} {self.suite} {self.name} ({self.kahn_category}"
-                + (f"/{self.kahn_subcategory}" if self.kahn_subcategory else "") + f"): {self.detail}")
+        return (
+            f"{self.level} {self.suite} {self.name} ({self.kahn_category}"
+            + (f"/{self.kahn_subcategory}" if self.kahn_subcategory else "")
+            + f"): {self.detail}"
+        )
 
 
 @dataclass(frozen=True)
@@ -108,17 +115,22 @@ class GateReport:
         return [c for c in self.checks if c.status == "warn"]
 
     def summary(self) -> str:
-        return (f"{len(self.checks)} checks over {self.scope}: "
-                f"{len(self.checks) - len(self.failed) - len(self.warnings)} passed, "
-                f"{len(self.warnings)} warnings, {len(self.failed)} failed")
+        return (
+            f"{len(self.checks)} checks over {self.scope}: "
+            f"{len(self.checks) - len(self.failed) - len(self.warnings)} passed, "
+            f"{len(self.warnings)} warnings, {len(self.failed)} failed"
+        )
 
 
 # --- run-time parameters -------------------------------------------------------------------
 
+
 def dbt_vars(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """The dbt vars of the latest build: the project's defaults overlaid with its own."""
     defaults = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())["vars"]
-    row = con.execute("select dbt_vars from audit.builds order by started_at desc limit 1").fetchone()
+    row = con.execute(
+        "select dbt_vars from audit.builds order by started_at desc limit 1"
+    ).fetchone()
     return {**defaults, **(json.loads(row[0]) if row and row[0] else {})}
 
 
@@ -127,39 +139,57 @@ def parameters(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     import pandas as pd
 
     build_vars = dbt_vars(con)
-    (latest,) = con.execute("select max(extracted_at) from audit.deliveries "
-                            "where status = 'applied'").fetchone()
+    (latest,) = con.execute(
+        "select max(extracted_at) from audit.deliveries where status = 'applied'"
+    ).fetchone()
     latest = latest or date.today()
-    codes = [c for (c,) in con.execute("select code from codelists.sp_codes where codelist = ? "
-                                       "order by code", [build_vars.get("sp_codelist", SP_CODELIST)]
-                                       ).fetchall()]
+    codes = [
+        c
+        for (c,) in con.execute(
+            "select code from codelists.sp_codes where codelist = ? order by code",
+            [build_vars.get("sp_codelist", SP_CODELIST)],
+        ).fetchall()
+    ]
     return {
         "earliest_date": pd.Timestamp(EARLIEST_DATE),
-        "latest_extracted_at": pd.Timestamp(latest), "latest_extract_year": latest.year,
+        "latest_extracted_at": pd.Timestamp(latest),
+        "latest_extract_year": latest.year,
         "study_start": pd.Timestamp(build_vars["study_start"]),
         "study_end": pd.Timestamp(build_vars["study_end"]),
         "window_days": int(build_vars["window_days"]),
-        "controls_per_case": int(build_vars["controls_per_case"]), "codelist_codes": codes,
+        "controls_per_case": int(build_vars["controls_per_case"]),
+        "codelist_codes": codes,
     }
 
 
 # --- snapshots -----------------------------------------------------------------------------
 
+
 def build_scope(con: duckdb.DuckDBPyConnection, build_id: str | None) -> list[str] | None:
     """The practices an incremental build rebuilt, or None to check every practice: when it
     rebuilt everything, or nothing (a build after an interrupted publish has nothing new, and
     a gate over no rows would pass by default)."""
-    row = con.execute("select full_rebuild from audit.build_scopes where build_id = ?",
-                      [build_id]).fetchone()
+    row = con.execute(
+        "select full_rebuild from audit.build_scopes where build_id = ?", [build_id]
+    ).fetchone()
     if row is None or row[0]:
         return None
-    practices = [p for (p,) in con.execute("select practice_id from audit.build_practices "
-                                           "where build_id = ? order by 1", [build_id]).fetchall()]
+    practices = [
+        p
+        for (p,) in con.execute(
+            "select practice_id from audit.build_practices where build_id = ? order by 1",
+            [build_id],
+        ).fetchall()
+    ]
     return practices or None
 
 
-def snapshot(con: duckdb.DuckDBPyConnection, suite_names: list[str], folder: Path,
-             practices: list[str] | None = None) -> dict[str, int]:
+def snapshot(
+    con: duckdb.DuckDBPyConnection,
+    suite_names: list[str],
+    folder: Path,
+    practices: list[str] | None = None,
+) -> dict[str, int]:
     """Write each suite's table as `<folder>/<suite>.parquet`; return the rows it had to check.
 
     Dates become timestamps (pandas reads Parquet dates as Python objects, which GX cannot
@@ -169,16 +199,23 @@ def snapshot(con: duckdb.DuckDBPyConnection, suite_names: list[str], folder: Pat
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    con.execute("create or replace temp table _gate_scope as select unnest(?::varchar[]) "
-                "as practice_id", [practices or []])
+    con.execute(
+        "create or replace temp table _gate_scope as select unnest(?::varchar[]) as practice_id",
+        [practices or []],
+    )
     rows = {}
     for name in suite_names:
         schema, table = name.split(".")
-        columns = con.execute("select column_name, data_type from duckdb_columns() where "
-                              "schema_name = ? and table_name = ? order by column_index",
-                              [schema, table]).fetchall()
-        select = ", ".join(f'cast("{c}" as timestamp) as "{c}"' if kind == "DATE" else f'"{c}"'
-                           for c, kind in columns if not c.startswith("_"))
+        columns = con.execute(
+            "select column_name, data_type from duckdb_columns() where "
+            "schema_name = ? and table_name = ? order by column_index",
+            [schema, table],
+        ).fetchall()
+        select = ", ".join(
+            f'cast("{c}" as timestamp) as "{c}"' if kind == "DATE" else f'"{c}"'
+            for c, kind in columns
+            if not c.startswith("_")
+        )
         source = f'(select * from {schema}."{table}"'
         if practices is not None and name.startswith(PER_PRACTICE_SUITES):
             source += " where practice_id in (select practice_id from _gate_scope)"
@@ -193,6 +230,7 @@ def snapshot(con: duckdb.DuckDBPyConnection, suite_names: list[str], folder: Pat
 
 
 # --- the checkpoint ------------------------------------------------------------------------
+
 
 def _context(project: Path):
     """This warehouse's GX project, created on first use, quiet (no progress bars)."""
@@ -216,31 +254,45 @@ def _checkpoint(context, stage: str, suite_names: list[str], folder: Path):
     if existing is not None and Path(existing.base_directory) != folder:
         context.data_sources.delete(source_name)  # the warehouse folder moved
         existing = None
-    source = existing or context.data_sources.add_pandas_filesystem(source_name,
-                                                                    base_directory=folder)
+    source = existing or context.data_sources.add_pandas_filesystem(
+        source_name, base_directory=folder
+    )
     definitions = []
     for name in suite_names:
-        asset = (source.get_asset(name) if name in source.get_asset_names()
-                 else source.add_parquet_asset(name))
-        batch = (asset.get_batch_definition("snapshot")
-                 if "snapshot" in [b.name for b in asset.batch_definitions]
-                 else asset.add_batch_definition_path("snapshot", f"{name}.parquet"))
+        asset = (
+            source.get_asset(name)
+            if name in source.get_asset_names()
+            else source.add_parquet_asset(name)
+        )
+        batch = (
+            asset.get_batch_definition("snapshot")
+            if "snapshot" in [b.name for b in asset.batch_definitions]
+            else asset.add_batch_definition_path("snapshot", f"{name}.parquet")
+        )
         suite = context.suites.add_or_update(load_suite(name))
-        definitions.append(context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=name, data=batch, suite=suite)))
-    return context.checkpoints.add_or_update(gx.Checkpoint(
-        name=STAGES[stage], validation_definitions=definitions, result_format="SUMMARY"))
+        definitions.append(
+            context.validation_definitions.add_or_update(
+                gx.ValidationDefinition(name=name, data=batch, suite=suite)
+            )
+        )
+    return context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=STAGES[stage], validation_definitions=definitions, result_format="SUMMARY"
+        )
+    )
 
 
 def _update_data_docs(context, result) -> None:
     """Render this run's validation pages and the index once (GX's UpdateDataDocsAction
     renders the index again for every suite, which costs seconds per stage)."""
     from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier)
+        ExpectationSuiteIdentifier,
+    )
 
     identifiers = list(result.run_results)
-    identifiers += [ExpectationSuiteIdentifier(name=v.suite_name)
-                    for v in result.run_results.values()]
+    identifiers += [
+        ExpectationSuiteIdentifier(name=v.suite_name) for v in result.run_results.values()
+    ]
     context.build_data_docs(resource_identifiers=identifiers)
 
 
@@ -271,8 +323,10 @@ def _as_check(suite: str, result: Any, table_rows: int) -> CheckResult:
         # A column with no values (an empty table; nobody has died) breaks no bound.
         passed, observed, detail = True, None, "no values to check"
     elif failing is not None:
-        detail = (f"{failing:,} of {checked:,} rows ({pct or 0:.2f}%) fail; threshold "
-                  f"{meta.get('threshold_pct') or 0:g}%")
+        detail = (
+            f"{failing:,} of {checked:,} rows ({pct or 0:.2f}%) fail; threshold "
+            f"{meta.get('threshold_pct') or 0:g}%"
+        )
         examples = outcome.get("partial_unexpected_list") or []
         if failing and examples:
             detail += f"; e.g. {', '.join(map(str, examples[:3]))}"
@@ -282,11 +336,20 @@ def _as_check(suite: str, result: Any, table_rows: int) -> CheckResult:
     if checked is not None and checked < table_rows:
         detail += f" (sampled {checked:,} of {table_rows:,} rows)"
     return CheckResult(
-        suite=suite, name=meta.get("check", config.type), kahn_category=meta.get("kahn_category"),
-        kahn_subcategory=meta.get("kahn_subcategory"), level=meta.get("level", "error"),
-        passed=passed, detail=detail, threshold_pct=meta.get("threshold_pct"),
-        rows_checked=checked, rows_failing=failing, pct_failing=pct,
-        observed=None if observed is None else _show(observed), table_rows=table_rows)
+        suite=suite,
+        name=meta.get("check", config.type),
+        kahn_category=meta.get("kahn_category"),
+        kahn_subcategory=meta.get("kahn_subcategory"),
+        level=meta.get("level", "error"),
+        passed=passed,
+        detail=detail,
+        threshold_pct=meta.get("threshold_pct"),
+        rows_checked=checked,
+        rows_failing=failing,
+        pct_failing=pct,
+        observed=None if observed is None else _show(observed),
+        table_rows=table_rows,
+    )
 
 
 def _is_missing(value: Any) -> bool:
@@ -315,23 +378,30 @@ def _show(value: Any) -> str:
 
 
 def _bounds(bounds: dict[str, Any]) -> str:
-    low, high = (_show(bounds[k]) if bounds.get(k) is not None else None
-                 for k in ("min_value", "max_value"))
+    low, high = (
+        _show(bounds[k]) if bounds.get(k) is not None else None for k in ("min_value", "max_value")
+    )
     if low is not None and high is not None:
         return f"between {low} and {high}"
     return f"at least {low}" if low is not None else f"at most {high}"
 
 
-def run_checkpoint(paths: WarehousePaths, stage: str, suite_names: list[str],
-                   params: dict[str, Any], table_rows: dict[str, int],
-                   run_name: str) -> list[CheckResult]:
+def run_checkpoint(
+    paths: WarehousePaths,
+    stage: str,
+    suite_names: list[str],
+    params: dict[str, Any],
+    table_rows: dict[str, int],
+    run_name: str,
+) -> list[CheckResult]:
     """Run the stage's GX checkpoint over its snapshot, then update the Data Docs."""
     from great_expectations.core.run_identifier import RunIdentifier
 
     context = _context(paths.quality_dir)
     folder = paths.quality_dir / "snapshot"
     result = _checkpoint(context, stage, suite_names, folder).run(
-        expectation_parameters=params, run_id=RunIdentifier(run_name=run_name))
+        expectation_parameters=params, run_id=RunIdentifier(run_name=run_name)
+    )
     prune_history(paths.quality_dir)
     _update_data_docs(context, result)
     data_docs.make_offline((paths.quality_dir / DATA_DOCS).parent)
@@ -344,39 +414,60 @@ def run_checkpoint(paths: WarehousePaths, stage: str, suite_names: list[str],
 
 # --- checks outside GX ------------------------------------------------------------------
 
+
 def check_row_accounting(con: duckdb.DuckDBPyConnection) -> CheckResult:
     """Every applied delivery accounts for its rows: received = loaded + quarantined, and the
     quarantine holds exactly the rows counted as quarantined."""
     broken = con.execute(
         "select delivery_id, table_name, received, loaded, quarantined "
         "from audit.delivery_tables where received <> loaded + quarantined "
-        "order by all").fetchall()
+        "order by all"
+    ).fetchall()
     (quarantine_gap,) = con.execute(
         "select count(*) from (select delivery_id, table_name, sum(quarantined) as n "
         "from audit.delivery_tables group by all) t full join (select delivery_id, "
         "table_name, count(*) as n from audit.quarantine group by all) q "
-        "using (delivery_id, table_name) where coalesce(t.n, 0) <> coalesce(q.n, 0)").fetchone()
+        "using (delivery_id, table_name) where coalesce(t.n, 0) <> coalesce(q.n, 0)"
+    ).fetchone()
     (tables,) = con.execute("select count(*) from audit.delivery_tables").fetchone()
-    detail = "; ".join(f"{d} {t}: received {r} != loaded {lo} + quarantined {q}"
-                       for d, t, r, lo, q in broken)
+    detail = "; ".join(
+        f"{d} {t}: received {r} != loaded {lo} + quarantined {q}" for d, t, r, lo, q in broken
+    )
     if quarantine_gap:
         detail += f"; {quarantine_gap} table(s) whose quarantine rows differ from the count"
-    return CheckResult("audit.delivery_tables", "row_accounting", "conformance", "computational",
-                       "error", not (broken or quarantine_gap),
-                       detail.strip("; ") or "received = loaded + quarantined everywhere",
-                       threshold_pct=0.0, rows_checked=tables,
-                       rows_failing=len(broken) + quarantine_gap, table_rows=tables)
+    return CheckResult(
+        "audit.delivery_tables",
+        "row_accounting",
+        "conformance",
+        "computational",
+        "error",
+        not (broken or quarantine_gap),
+        detail.strip("; ") or "received = loaded + quarantined everywhere",
+        threshold_pct=0.0,
+        rows_checked=tables,
+        rows_failing=len(broken) + quarantine_gap,
+        table_rows=tables,
+    )
 
 
 def check_dbt_tests(paths: WarehousePaths) -> CheckResult:
     """Every dbt data and unit test passes over the built warehouse as it now stands."""
     passed, failed = failures(*run_dbt(dbt_args("test", paths), paths))
-    return CheckResult("dbt", "dbt_tests", "conformance", None, "error", not failed,
-                       "; ".join(failed) or f"{passed} dbt tests passed",
-                       rows_checked=passed + len(failed), rows_failing=len(failed))
+    return CheckResult(
+        "dbt",
+        "dbt_tests",
+        "conformance",
+        None,
+        "error",
+        not failed,
+        "; ".join(failed) or f"{passed} dbt tests passed",
+        rows_checked=passed + len(failed),
+        rows_failing=len(failed),
+    )
 
 
 # --- the gate ------------------------------------------------------------------------------
+
 
 def stage_suites(stage: str) -> list[str]:
     from .suites import mart_suites, raw_suites
@@ -384,8 +475,13 @@ def stage_suites(stage: str) -> list[str]:
     return list((raw_suites if stage == "loaded" else mart_suites)())
 
 
-def gate(paths: WarehousePaths, stage: str = "marts", build_id: str | None = None,
-         run_dbt_tests: bool = False, scoped: bool = False) -> GateReport:
+def gate(
+    paths: WarehousePaths,
+    stage: str = "marts",
+    build_id: str | None = None,
+    run_dbt_tests: bool = False,
+    scoped: bool = False,
+) -> GateReport:
     """Run one stage of the gate, record every check, raise if a check at error level fails.
 
     `scoped`: check only the practices that build `build_id` rebuilt (what a build does);
@@ -407,16 +503,19 @@ def gate(paths: WarehousePaths, stage: str = "marts", build_id: str | None = Non
         shutil.rmtree(paths.quality_dir / "snapshot", ignore_errors=True)
     if run_dbt_tests:
         checks.append(check_dbt_tests(paths))
-    scope = ("all practices" if practices is None
-             else f"the {len(practices)} practice(s) rebuilt")
+    scope = "all practices" if practices is None else f"the {len(practices)} practice(s) rebuilt"
     report = GateReport(stage, checks, paths.quality_dir / DATA_DOCS, scope=scope)
     record(paths, report, build_id)
     write_summary(paths)
     if report.failed:
         raise QualityGateError(
-            f"quality gate ({stage}) failed, nothing published: " + report.summary() + "\n  "
+            f"quality gate ({stage}) failed, nothing published: "
+            + report.summary()
+            + "\n  "
             + "\n  ".join(c.describe() for c in report.failed)
-            + f"\n(Data Docs: {report.data_docs})", report)
+            + f"\n(Data Docs: {report.data_docs})",
+            report,
+        )
     return report
 
 
@@ -427,29 +526,62 @@ def require_passed(con: duckdb.DuckDBPyConnection, build_id: str | None) -> None
         raise QualityGateError("nothing has been built yet: run `sprx build` before publishing")
     row = con.execute("select status from audit.builds where build_id = ?", [build_id]).fetchone()
     if row is None or row[0] == "failed":
-        raise QualityGateError(f"build {build_id} {'failed' if row else 'does not exist'}; "
-                               "nothing published: fix it and run `sprx build` again")
-    latest = dict(con.execute(
-        "select stage, count(*) filter (where status = 'fail') from audit.quality_checks q "
-        "where build_id = ? and checked_at = (select max(checked_at) from audit.quality_checks "
-        "where build_id = q.build_id and stage = q.stage) group by stage", [build_id]).fetchall())
+        raise QualityGateError(
+            f"build {build_id} {'failed' if row else 'does not exist'}; "
+            "nothing published: fix it and run `sprx build` again"
+        )
+    latest = dict(
+        con.execute(
+            "select stage, count(*) filter (where status = 'fail') from audit.quality_checks q "
+            "where build_id = ? and checked_at = (select max(checked_at) from audit.quality_checks "
+            "where build_id = q.build_id and stage = q.stage) group by stage",
+            [build_id],
+        ).fetchall()
+    )
     if "marts" not in latest or any(latest.values()):
-        problem = ("its marts were not checked" if "marts" not in latest else "; ".join(
-            f"{n} checks failed at stage {stage}" for stage, n in sorted(latest.items()) if n))
-        raise QualityGateError(f"build {build_id} has not passed the quality gate ({problem}); "
-                               "nothing published: see audit.quality_checks, fix the data and "
-                               "run `sprx build`")
+        problem = (
+            "its marts were not checked"
+            if "marts" not in latest
+            else "; ".join(
+                f"{n} checks failed at stage {stage}" for stage, n in sorted(latest.items()) if n
+            )
+        )
+        raise QualityGateError(
+            f"build {build_id} has not passed the quality gate ({problem}); "
+            "nothing published: see audit.quality_checks, fix the data and "
+            "run `sprx build`"
+        )
 
 
 def record(paths: WarehousePaths, report: GateReport, build_id: str | None) -> None:
     """Append the report's checks to audit.quality_checks."""
-    rows = [(report.checked_at, build_id, report.stage, c.suite, c.name, c.kahn_category,
-             c.kahn_subcategory, c.level, c.threshold_pct, c.table_rows, c.rows_checked,
-             c.rows_failing, c.pct_failing, c.observed, c.status, c.detail)
-            for c in report.checks]
+    rows = [
+        (
+            report.checked_at,
+            build_id,
+            report.stage,
+            c.suite,
+            c.name,
+            c.kahn_category,
+            c.kahn_subcategory,
+            c.level,
+            c.threshold_pct,
+            c.table_rows,
+            c.rows_checked,
+            c.rows_failing,
+            c.pct_failing,
+            c.observed,
+            c.status,
+            c.detail,
+        )
+        for c in report.checks
+    ]
     with connect(paths.work) as con:
-        con.executemany("insert into audit.quality_checks values "
-                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.executemany(
+            "insert into audit.quality_checks values "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
 
 SUMMARY_PAGE = "summary.html"
@@ -465,7 +597,8 @@ def write_summary(paths: WarehousePaths) -> Path:
             "select stage, suite, check_name, kahn_category, kahn_subcategory, level, "
             "threshold_pct, rows_checked, rows_failing, pct_failing, status, detail, checked_at "
             "from audit.quality_checks q where checked_at = (select max(checked_at) from "
-            "audit.quality_checks where stage = q.stage)").fetchall()
+            "audit.quality_checks where stage = q.stage)"
+        ).fetchall()
     rows.sort(key=lambda r: (_STATUS_ORDER[r[10]], r[0], r[1], r[2]))
     counts = {s: sum(r[10] == s for r in rows) for s in _STATUS_ORDER}
 
@@ -474,9 +607,27 @@ def write_summary(paths: WarehousePaths) -> Path:
             value = f"{value:.2f}"
         return f"<td>{html.escape('' if value is None else str(value))}</td>"
 
-    body = "".join(f'<tr class="{r[10]}">' + "".join(
-        cell(v) for v in (r[10], r[0], r[1], r[2], f"{r[3]}/{r[4]}" if r[4] else r[3], r[5],
-                          r[6], r[7], r[8], r[9], r[11])) + "</tr>" for r in rows)
+    body = "".join(
+        f'<tr class="{r[10]}">'
+        + "".join(
+            cell(v)
+            for v in (
+                r[10],
+                r[0],
+                r[1],
+                r[2],
+                f"{r[3]}/{r[4]}" if r[4] else r[3],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                r[11],
+            )
+        )
+        + "</tr>"
+        for r in rows
+    )
     checked = max((r[12] for r in rows), default=None)
     page = f"""<!doctype html><meta charset="utf-8"><title>sprx quality gate</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
@@ -485,8 +636,8 @@ td:last-child{{min-width:28em}}
 tr.fail td:first-child{{background:#c62828;color:#fff}}tr.warn td:first-child{{background:#f9a825}}
 tr.pass td:first-child{{background:#2e7d32;color:#fff}}</style>
 <h1>Quality gate: {paths.published.name}</h1>
-<p>Latest check of each stage ({html.escape(str(checked))}): <b>{counts['pass']}</b> passed,
-<b>{counts['warn']}</b> warnings, <b>{counts['fail']}</b> failed. A failed check (level error)
+<p>Latest check of each stage ({html.escape(str(checked))}): <b>{counts["pass"]}</b> passed,
+<b>{counts["warn"]}</b> warnings, <b>{counts["fail"]}</b> failed. A failed check (level error)
 blocks publication; a warning is reported only. Thresholds are the share of rows that may fail.
 Kahn categories as in OHDSI's Data Quality Dashboard. Every run: <code>audit.quality_checks</code>;
 Great Expectations Data Docs: <code>{html.escape(str(DATA_DOCS))}</code>.</p>

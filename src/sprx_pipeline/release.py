@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import math
 import json
+import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,17 @@ from .disclosure import apply_person_time_sdc, apply_sdc, interval, rate
 
 MANIFEST_NAME = "manifest.json"
 # Columns that would identify a patient or practice: a released table may hold none of them.
-IDENTIFYING_COLUMNS = frozenset({"patient_id", "practice_id", "case_patient_id",
-                                 "control_patient_id", "event_id", "consultation_id",
-                                 "delivery_id"})
+IDENTIFYING_COLUMNS = frozenset(
+    {
+        "patient_id",
+        "practice_id",
+        "case_patient_id",
+        "control_patient_id",
+        "event_id",
+        "consultation_id",
+        "delivery_id",
+    }
+)
 
 Row = dict[str, Any]
 
@@ -57,16 +65,21 @@ class ReleasedTable:
         return tuple(c for c in self.counts if c.endswith("person_years"))
 
     def released_name(self, column: str) -> str:
-        return column + (disclosure.PERSON_TIME_SUFFIX if column in self.person_time
-                         else disclosure.ROUNDED_SUFFIX)
+        return column + (
+            disclosure.PERSON_TIME_SUFFIX
+            if column in self.person_time
+            else disclosure.ROUNDED_SUFFIX
+        )
 
     @property
     def columns(self) -> list[str]:
         return [*self.labels, *(self.released_name(c) for c in self.counts), *self.derived]
 
     def release(self, exact: Row) -> Row:
-        rounded = {c: (apply_person_time_sdc if c in self.person_time else apply_sdc)(exact[c])
-                   for c in self.counts}
+        rounded = {
+            c: (apply_person_time_sdc if c in self.person_time else apply_sdc)(exact[c])
+            for c in self.counts
+        }
         row = {c: exact[c] for c in self.labels}
         row.update({self.released_name(c): v for c, v in rounded.items()})
         row.update(self.derive(rounded, exact))
@@ -77,16 +90,25 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _with_interval(estimate: float | None, exact_log_se: float | None, digits: int,
-                   exact_counts: tuple, rounded_counts: tuple) -> Row:
+def _with_interval(
+    estimate: float | None,
+    exact_log_se: float | None,
+    digits: int,
+    exact_counts: tuple,
+    rounded_counts: tuple,
+) -> Row:
     """The design effect, the log_se recomputed from the rounded counts, and the interval
     around the released estimate (disclosure.released_log_se)."""
     effect = disclosure.design_effect(exact_log_se, *exact_counts)
     log_se = disclosure.released_log_se(effect, *rounded_counts)
     lower, upper = interval(estimate, log_se)
     released = lower is not None
-    return {"design_effect": effect if released else None, "log_se": log_se if released else None,
-            "ci_lower": _rounded(lower, digits), "ci_upper": _rounded(upper, digits)}
+    return {
+        "design_effect": effect if released else None,
+        "log_se": log_se if released else None,
+        "ci_lower": _rounded(lower, digits),
+        "ci_upper": _rounded(upper, digits),
+    }
 
 
 def _measure(r: Row, _: Row) -> Row:
@@ -99,8 +121,10 @@ def _outcome_summary(r: Row, _: Row) -> Row:
 
 def _outcome_rate(r: Row, exact: Row) -> Row:
     estimate = rate(r["events"], r["person_years"], 1000)
-    return {"rate_per_1000_py": _rounded(estimate, 2),
-            **_with_interval(estimate, exact["log_se"], 2, (exact["events"],), (r["events"],))}
+    return {
+        "rate_per_1000_py": _rounded(estimate, 2),
+        **_with_interval(estimate, exact["log_se"], 2, (exact["events"],), (r["events"],)),
+    }
 
 
 def _post_vs_pre(r: Row, cohort: str) -> float | None:
@@ -116,8 +140,12 @@ _ESTIMATE_EVENTS = {
     "effect": ("referred_post_events", "control_post_events"),
     "referred_post_vs_pre": ("referred_pre_events", "referred_post_events"),
     "control_post_vs_pre": ("control_pre_events", "control_post_events"),
-    "ratio_of_ratios": ("referred_pre_events", "referred_post_events", "control_pre_events",
-                        "control_post_events"),
+    "ratio_of_ratios": (
+        "referred_pre_events",
+        "referred_post_events",
+        "control_pre_events",
+        "control_post_events",
+    ),
 }
 
 
@@ -131,18 +159,31 @@ def _effect_estimate(r: Row, exact: Row) -> Row:
         digits = disclosure.MODEL_RATIO_DECIMALS
     else:
         referred, control = _post_vs_pre(r, "referred"), _post_vs_pre(r, "control")
-        estimate = {"referred_post_vs_pre": referred, "control_post_vs_pre": control,
-                    "ratio_of_ratios": rate(referred, control)}[kind]
+        estimate = {
+            "referred_post_vs_pre": referred,
+            "control_post_vs_pre": control,
+            "ratio_of_ratios": rate(referred, control),
+        }[kind]
         digits = 4
     events = _ESTIMATE_EVENTS[kind]
-    return {"ratio": _rounded(estimate, digits),
-            **_with_interval(estimate, exact["log_se"], digits, tuple(exact[c] for c in events),
-                             tuple(r[c] for c in events))}
+    return {
+        "ratio": _rounded(estimate, digits),
+        **_with_interval(
+            estimate,
+            exact["log_se"],
+            digits,
+            tuple(exact[c] for c in events),
+            tuple(r[c] for c in events),
+        ),
+    }
 
 
 _BALANCE_GROUPS = ("cases", "comparators", "matched_cases", "controls", "unmatched_cases")
-_BALANCE_SMDS = {"smd_before": ("cases", "comparators"), "smd_after": ("matched_cases", "controls"),
-                 "smd_unmatched": ("unmatched_cases", "matched_cases")}
+_BALANCE_SMDS = {
+    "smd_before": ("cases", "comparators"),
+    "smd_after": ("matched_cases", "controls"),
+    "smd_unmatched": ("unmatched_cases", "matched_cases"),
+}
 
 
 def _balance_value(r: Row, exact: Row, group: str) -> tuple[float | None, float | None]:
@@ -160,13 +201,17 @@ def _balance_value(r: Row, exact: Row, group: str) -> tuple[float | None, float 
     without = apply_sdc(exact[group] - exact[f"{group}_with_level"])
     if with_level is None or without is None:
         return None, None
-    share = (_rounded(exact[f"{group}_value"], 2) if group == "controls"
-             else _rounded(rate(with_level, people), 4))
+    share = (
+        _rounded(exact[f"{group}_value"], 2)
+        if group == "controls"
+        else _rounded(rate(with_level, people), 4)
+    )
     return share, math.sqrt(share * (1 - share))
 
 
-def _smd(first: tuple[float | None, float | None], second: tuple[float | None, float | None]
-         ) -> float | None:
+def _smd(
+    first: tuple[float | None, float | None], second: tuple[float | None, float | None]
+) -> float | None:
     """The standardised difference of two released (value, sd) pairs, to 2 decimals."""
     (x1, s1), (x0, s0) = first, second
     if None in (x1, s1, x0, s0):
@@ -192,44 +237,111 @@ def _matching(r: Row, _: Row) -> Row:
 
 
 def _data_quality(r: Row, _: Row) -> Row:
-    return {"quarantined_percent": _rounded(rate(r["rows_quarantined"], r["rows_received"], 100), 3),
-            "sp_code_prevalence": _rounded(rate(r["referred_patients"], r["study_patients"], 100), 3)}
+    return {
+        "quarantined_percent": _rounded(rate(r["rows_quarantined"], r["rows_received"], 100), 3),
+        "sp_code_prevalence": _rounded(rate(r["referred_patients"], r["study_patients"], 100), 3),
+    }
 
 
-_EFFECT_INPUTS = tuple(f"{cohort}_{window}_{kind}" for cohort in ("referred", "control")
-                       for window in ("pre", "post") for kind in ("events", "person_years"))
+_EFFECT_INPUTS = tuple(
+    f"{cohort}_{window}_{kind}"
+    for cohort in ("referred", "control")
+    for window in ("pre", "post")
+    for kind in ("events", "person_years")
+)
 
 RELEASED_TABLES = (
-    ReleasedTable("sp_measures",
-                  ("measure", "interval_start", "interval_end", "age_band", "sex", "ethnicity",
-                   "imd_quintile", "region", "rural_urban", "source_system", "homeless"),
-                  ("numerator", "denominator"), ("ratio",), _measure,
-                  ("measure", "interval_start", "age_band", "sex", "ethnicity", "imd_quintile",
-                   "region", "rural_urban", "source_system", "homeless")),
-    ReleasedTable("sp_outcome_summary", ("cohort", "measure", "window"),
-                  ("patients", "events", "person_years"), ("rate_per_1000_py",),
-                  _outcome_summary, ("cohort", "measure", "window")),
-    ReleasedTable("sp_outcome_rates", ("subgroup", "cohort", "measure", "window"),
-                  ("patients", "matched_sets", "events", "person_years"),
-                  ("rate_per_1000_py", "design_effect", "log_se", "ci_lower", "ci_upper"),
-                  _outcome_rate, ("subgroup", "cohort", "measure", "window"), ("log_se",)),
-    ReleasedTable("sp_effect_estimates", ("subgroup", "measure", "estimate", "kind"),
-                  ("referred_patients", "control_patients", "cases_with_controls",
-                   *_EFFECT_INPUTS),
-                  ("ratio", "design_effect", "log_se", "ci_lower", "ci_upper"),
-                  _effect_estimate, ("subgroup", "measure", "estimate"), ("log_se", "ratio")),
-    ReleasedTable("sp_covariate_balance", ("subgroup", "covariate", "level", "statistic"),
-                  (*_BALANCE_GROUPS, *(f"{g}_with_level" for g in _BALANCE_GROUPS)),
-                  (*(f"{g}_{part}" for g in _BALANCE_GROUPS for part in ("value", "sd")),
-                   *_BALANCE_SMDS), _balance, ("subgroup", "covariate", "level"),
-                  tuple(f"{g}_{part}" for g in _BALANCE_GROUPS for part in ("value", "sd"))),
-    ReleasedTable("sp_matching_summary", ("controls_matched",), ("cases", "referred_patients"),
-                  ("share_of_cases",), _matching, ("controls_matched",)),
-    ReleasedTable("dq_source_system_summary", ("source_system",),
-                  ("practices", "deliveries_applied", "deliveries_refused", "rows_received",
-                   "rows_loaded", "rows_quarantined", "study_patients", "referred_patients"),
-                  ("quarantined_percent", "sp_code_prevalence"), _data_quality,
-                  ("source_system",)),
+    ReleasedTable(
+        "sp_measures",
+        (
+            "measure",
+            "interval_start",
+            "interval_end",
+            "age_band",
+            "sex",
+            "ethnicity",
+            "imd_quintile",
+            "region",
+            "rural_urban",
+            "source_system",
+            "homeless",
+        ),
+        ("numerator", "denominator"),
+        ("ratio",),
+        _measure,
+        (
+            "measure",
+            "interval_start",
+            "age_band",
+            "sex",
+            "ethnicity",
+            "imd_quintile",
+            "region",
+            "rural_urban",
+            "source_system",
+            "homeless",
+        ),
+    ),
+    ReleasedTable(
+        "sp_outcome_summary",
+        ("cohort", "measure", "window"),
+        ("patients", "events", "person_years"),
+        ("rate_per_1000_py",),
+        _outcome_summary,
+        ("cohort", "measure", "window"),
+    ),
+    ReleasedTable(
+        "sp_outcome_rates",
+        ("subgroup", "cohort", "measure", "window"),
+        ("patients", "matched_sets", "events", "person_years"),
+        ("rate_per_1000_py", "design_effect", "log_se", "ci_lower", "ci_upper"),
+        _outcome_rate,
+        ("subgroup", "cohort", "measure", "window"),
+        ("log_se",),
+    ),
+    ReleasedTable(
+        "sp_effect_estimates",
+        ("subgroup", "measure", "estimate", "kind"),
+        ("referred_patients", "control_patients", "cases_with_controls", *_EFFECT_INPUTS),
+        ("ratio", "design_effect", "log_se", "ci_lower", "ci_upper"),
+        _effect_estimate,
+        ("subgroup", "measure", "estimate"),
+        ("log_se", "ratio"),
+    ),
+    ReleasedTable(
+        "sp_covariate_balance",
+        ("subgroup", "covariate", "level", "statistic"),
+        (*_BALANCE_GROUPS, *(f"{g}_with_level" for g in _BALANCE_GROUPS)),
+        (*(f"{g}_{part}" for g in _BALANCE_GROUPS for part in ("value", "sd")), *_BALANCE_SMDS),
+        _balance,
+        ("subgroup", "covariate", "level"),
+        tuple(f"{g}_{part}" for g in _BALANCE_GROUPS for part in ("value", "sd")),
+    ),
+    ReleasedTable(
+        "sp_matching_summary",
+        ("controls_matched",),
+        ("cases", "referred_patients"),
+        ("share_of_cases",),
+        _matching,
+        ("controls_matched",),
+    ),
+    ReleasedTable(
+        "dq_source_system_summary",
+        ("source_system",),
+        (
+            "practices",
+            "deliveries_applied",
+            "deliveries_refused",
+            "rows_received",
+            "rows_loaded",
+            "rows_quarantined",
+            "study_patients",
+            "referred_patients",
+        ),
+        ("quarantined_percent", "sp_code_prevalence"),
+        _data_quality,
+        ("source_system",),
+    ),
 )
 
 
@@ -248,7 +360,7 @@ def _exact_rows(con: duckdb.DuckDBPyConnection, table: ReleasedTable) -> Iterato
     cursor = con.execute(f"select {select} from marts.{table.name} order by {order}")
     columns = [d[0] for d in cursor.description]
     for values in cursor.fetchall():
-        yield dict(zip(columns, values))
+        yield dict(zip(columns, values, strict=True))
 
 
 def _cell(value: Any) -> str:
@@ -272,24 +384,31 @@ def _write_csv(path: Path, columns: list[str], rows: list[Row]) -> str:
 def _provenance(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Where the numbers came from: the build, codelist and data period."""
     build_id, published_at = con.execute(
-        "select build_id, published_at from meta.publication").fetchone()
+        "select build_id, published_at from meta.publication"
+    ).fetchone()
     codelist = con.execute("select min(codelist), min(version) from codelists.sp_codes").fetchone()
-    start, end = con.execute("select min(interval_start), max(interval_end) "
-                             "from marts.sp_measures").fetchone()
-    (extract,) = con.execute("select max(extracted_at) from audit.deliveries "
-                             "where status = 'applied'").fetchone()
-    return {"build_id": build_id, "published_at": _cell(published_at),
-            "codelist": {"name": codelist[0], "version": codelist[1]},
-            "data_period": {"start": _cell(start), "end": _cell(end),
-                            "latest_extract": _cell(extract)}}
+    start, end = con.execute(
+        "select min(interval_start), max(interval_end) from marts.sp_measures"
+    ).fetchone()
+    (extract,) = con.execute(
+        "select max(extracted_at) from audit.deliveries where status = 'applied'"
+    ).fetchone()
+    return {
+        "build_id": build_id,
+        "published_at": _cell(published_at),
+        "codelist": {"name": codelist[0], "version": codelist[1]},
+        "data_period": {"start": _cell(start), "end": _cell(end), "latest_extract": _cell(extract)},
+    }
 
 
 def _replace_folder(staged: Path, out: Path) -> None:
     """Move a finished release into place; an existing folder must be a release itself."""
     if out.exists():
         if not (out / MANIFEST_NAME).is_file():
-            raise ReleaseError(f"{out} exists and is not a release (no {MANIFEST_NAME}): "
-                               "choose an empty or new folder")
+            raise ReleaseError(
+                f"{out} exists and is not a release (no {MANIFEST_NAME}): "
+                "choose an empty or new folder"
+            )
         retired = out.with_name(f".{out.name}.retired")
         shutil.rmtree(retired, ignore_errors=True)
         out.rename(retired)
@@ -309,23 +428,34 @@ def write_release(warehouse: Path, out: Path) -> dict[str, Any]:
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         with duckdb.connect(str(warehouse), read_only=True) as con:
-            manifest = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "warehouse": str(warehouse.resolve()), **_provenance(con),
-                        "rules": {"suppression_threshold": disclosure.SUPPRESSION_THRESHOLD,
-                                  "rounding_multiple": disclosure.ROUNDING_MULTIPLE,
-                                  "person_time_rounding": disclosure.PERSON_TIME_ROUNDING,
-                                  "rounded_count_suffix": disclosure.ROUNDED_SUFFIX,
-                                  "rounded_person_time_suffix": disclosure.PERSON_TIME_SUFFIX,
-                                  "applied": disclosure.RULES},
-                        "files": []}
+            manifest = {
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "warehouse": str(warehouse.resolve()),
+                **_provenance(con),
+                "rules": {
+                    "suppression_threshold": disclosure.SUPPRESSION_THRESHOLD,
+                    "rounding_multiple": disclosure.ROUNDING_MULTIPLE,
+                    "person_time_rounding": disclosure.PERSON_TIME_ROUNDING,
+                    "rounded_count_suffix": disclosure.ROUNDED_SUFFIX,
+                    "rounded_person_time_suffix": disclosure.PERSON_TIME_SUFFIX,
+                    "applied": disclosure.RULES,
+                },
+                "files": [],
+            }
             for table in RELEASED_TABLES:
                 rows = [table.release(exact) for exact in _exact_rows(con, table)]
                 sha256 = _write_csv(staged / f"{table.name}.csv", table.columns, rows)
-                manifest["files"].append({
-                    "file": f"{table.name}.csv", "source": f"marts.{table.name}",
-                    "rows": len(rows), "columns": table.columns,
-                    "rounded_columns": [table.released_name(c) for c in table.counts],
-                    "recomputed_columns": list(table.derived), "sha256": sha256})
+                manifest["files"].append(
+                    {
+                        "file": f"{table.name}.csv",
+                        "source": f"marts.{table.name}",
+                        "rows": len(rows),
+                        "columns": table.columns,
+                        "rounded_columns": [table.released_name(c) for c in table.counts],
+                        "recomputed_columns": list(table.derived),
+                        "sha256": sha256,
+                    }
+                )
         (staged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         staged.chmod(0o755)
         _replace_folder(staged, out)

@@ -21,25 +21,45 @@ from .release import read_release
 
 Rows = list[dict[str, str]]
 
-MEASURES = {"consultations": "GP consultations", "ae_attendances": "A&E attendances",
-            "emergency_admissions": "Emergency admissions"}
+MEASURES = {
+    "consultations": "GP consultations",
+    "ae_attendances": "A&E attendances",
+    "emergency_admissions": "Emergency admissions",
+}
 EFFECT = {"effect": ("Effect of referral (matched design)", "#123c5a")}
-ESTIMATES = {"referred_post_vs_pre": ("Referred: year after / year before", PALETTE[1]),
-             "control_post_vs_pre": ("Controls: year after / year before", PALETTE[0]),
-             "ratio_of_ratios": ("Referred vs controls (ratio of ratios)", "#222222")}
-ASSUMPTION = ("It assumes that, among patients of the same practice, sex, age band, "
-              "deprivation quintile and homeless status with the same recent use, whether a "
-              "patient was referred on a given day is unrelated to how their use would have "
-              "gone without referral (no unmeasured confounding).")
-COVARIATES = {"age_at_index": "age at index", "consultations_recent": "consultations, 90 days before",
-              "consultations_pre": "consultations, year before", "ae_attendances_pre":
-              "A&E attendances, year before", "emergency_admissions_pre":
-              "emergency admissions, year before", "sex": "sex", "imd_quintile": "IMD quintile",
-              "ethnicity": "ethnicity", "region": "region", "homeless_before": "homeless finding"}
-GROUPS = {"age_band": "Age band", "sex": "Sex", "ethnicity": "Ethnicity",
-          "imd_quintile": "IMD quintile (1 = most deprived)", "region": "Region",
-          "rural_urban": "Rurality", "source_system": "GP system",
-          "homeless": "Homeless finding before the year"}
+ESTIMATES = {
+    "referred_post_vs_pre": ("Referred: year after / year before", PALETTE[1]),
+    "control_post_vs_pre": ("Controls: year after / year before", PALETTE[0]),
+    "ratio_of_ratios": ("Referred vs controls (ratio of ratios)", "#222222"),
+}
+ASSUMPTION = (
+    "It assumes that, among patients of the same practice, sex, age band, "
+    "deprivation quintile and homeless status with the same recent use, whether a "
+    "patient was referred on a given day is unrelated to how their use would have "
+    "gone without referral (no unmeasured confounding)."
+)
+COVARIATES = {
+    "age_at_index": "age at index",
+    "consultations_recent": "consultations, 90 days before",
+    "consultations_pre": "consultations, year before",
+    "ae_attendances_pre": "A&E attendances, year before",
+    "emergency_admissions_pre": "emergency admissions, year before",
+    "sex": "sex",
+    "imd_quintile": "IMD quintile",
+    "ethnicity": "ethnicity",
+    "region": "region",
+    "homeless_before": "homeless finding",
+}
+GROUPS = {
+    "age_band": "Age band",
+    "sex": "Sex",
+    "ethnicity": "Ethnicity",
+    "imd_quintile": "IMD quintile (1 = most deprived)",
+    "region": "Region",
+    "rural_urban": "Rurality",
+    "source_system": "GP system",
+    "homeless": "Homeless finding before the year",
+}
 PER_100K = 100_000
 
 RENDER_CHECK = """
@@ -109,18 +129,19 @@ def _one(rows: Rows, **where: str) -> dict[str, str]:
 
 
 def _section(title: str, lead: str, *parts: str) -> str:
-    return (f"<h2>{escape(title)}</h2><p class=\"lead\">{lead}</p>"
-            f"<section class=\"card\">{''.join(parts)}</section>")
+    return (
+        f'<h2>{escape(title)}</h2><p class="lead">{lead}</p>'
+        f'<section class="card">{"".join(parts)}</section>'
+    )
 
 
 def _grid(*items: str) -> str:
-    return f"<div class=\"grid\">{''.join(items)}</div>"
+    return f'<div class="grid">{"".join(items)}</div>'
 
 
 def _table(header: list[str], body: list[list[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
-                   for row in body)
+    rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in body)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
@@ -141,29 +162,55 @@ def _tiles(tables: dict[str, Rows]) -> str:
         row = _one(effects, subgroup="all", measure=measure, estimate="effect")
         value = _num(row.get("ratio"))
         change = "not released" if value is None else f"{(value - 1) * 100:+.0f}%"
-        tiles.append((change, f"{MEASURES[measure]}: effect of referral, rate after referral "
-                              f"over the rate without it: {_estimate_text(row)}"))
+        tiles.append(
+            (
+                change,
+                f"{MEASURES[measure]}: effect of referral, rate after referral "
+                f"over the rate without it: {_estimate_text(row)}",
+            )
+        )
     matched = _one(tables["sp_covariate_balance"], subgroup="all", covariate="age_at_index")
-    tiles += [(_count(referred.get("patients_rounded5")), "referred patients (index in study period)"),
-              (_count(matched.get("matched_cases_rounded5")),
-               f"of {_count(matched.get('cases_rounded5'))} eligible referred patients matched "
-               "to controls with the same recent use")]
-    return "<div class=\"tiles\">" + "".join(
-        f"<div class=\"tile\"><div class=\"value\">{escape(v)}</div>"
-        f"<div class=\"label\">{escape(label)}</div></div>" for v, label in tiles) + "</div>"
+    tiles += [
+        (_count(referred.get("patients_rounded5")), "referred patients (index in study period)"),
+        (
+            _count(matched.get("matched_cases_rounded5")),
+            f"of {_count(matched.get('cases_rounded5'))} eligible referred patients matched "
+            "to controls with the same recent use",
+        ),
+    ]
+    return (
+        '<div class="tiles">'
+        + "".join(
+            f'<div class="tile"><div class="value">{escape(v)}</div>'
+            f'<div class="label">{escape(label)}</div></div>'
+            for v, label in tiles
+        )
+        + "</div>"
+    )
 
 
-def _forest(effects: Rows, subgroup: str, title: str,
-            kinds: dict[str, tuple[str, str]] = ESTIMATES) -> str:
+def _forest(
+    effects: Rows, subgroup: str, title: str, kinds: dict[str, tuple[str, str]] = ESTIMATES
+) -> str:
     estimates = []
     for measure, measure_label in MEASURES.items():
         for estimate, (label, colour) in kinds.items():
             row = _one(effects, subgroup=subgroup, measure=measure, estimate=estimate)
-            estimates.append(Estimate(label, _num(row.get("ratio")), _num(row.get("ci_lower")),
-                                      _num(row.get("ci_upper")), colour, measure_label))
+            estimates.append(
+                Estimate(
+                    label,
+                    _num(row.get("ratio")),
+                    _num(row.get("ci_lower")),
+                    _num(row.get("ci_upper")),
+                    colour,
+                    measure_label,
+                )
+            )
     if not any(e.value for e in estimates):
-        return (f"<p class=\"note\"><b>{escape(title)}</b>: too few patients for any estimate "
-                "to be released.</p>")
+        return (
+            f'<p class="note"><b>{escape(title)}</b>: too few patients for any estimate '
+            "to be released.</p>"
+        )
     return charts.forest_plot(title, estimates)
 
 
@@ -171,28 +218,44 @@ def _before_after(rates: Rows) -> str:
     panels = []
     for measure, label in MEASURES.items():
         cohorts = []
-        for cohort, name, colour in (("referred", "Referred", PALETTE[1]),
-                                     ("control", "Controls", PALETTE[0])):
-            windows = [_one(rates, subgroup="all", cohort=cohort, measure=measure, window=w)
-                       for w in ("pre", "post")]
-            pre, post = ((_num(w.get("rate_per_1000_py")), _num(w.get("ci_lower")),
-                          _num(w.get("ci_upper"))) for w in windows)
+        for cohort, name, colour in (
+            ("referred", "Referred", PALETTE[1]),
+            ("control", "Controls", PALETTE[0]),
+        ):
+            windows = [
+                _one(rates, subgroup="all", cohort=cohort, measure=measure, window=w)
+                for w in ("pre", "post")
+            ]
+            pre, post = (
+                (_num(w.get("rate_per_1000_py")), _num(w.get("ci_lower")), _num(w.get("ci_upper")))
+                for w in windows
+            )
             cohorts.append(BeforeAfter(name, colour, pre, post))
         panels.append(charts.before_after(label, cohorts, "per 1,000 person-years"))
-    legend = ("<p class=\"note\"><span style=\"color:#D55E00\">●</span> referred patients "
-              "&nbsp; <span style=\"color:#0072B2\">●</span> matched controls &nbsp; bars: 95% "
-              "confidence intervals</p>")
+    legend = (
+        '<p class="note"><span style="color:#D55E00">●</span> referred patients '
+        '&nbsp; <span style="color:#0072B2">●</span> matched controls &nbsp; bars: 95% '
+        "confidence intervals</p>"
+    )
     return _grid(*panels) + legend
 
 
-def _series_by(rows: Rows, measure: str, column: str | None, starts: list[str],
-               transform: Callable[[float], float]) -> list[Series]:
+def _series_by(
+    rows: Rows,
+    measure: str,
+    column: str | None,
+    starts: list[str],
+    transform: Callable[[float], float],
+) -> list[Series]:
     picked = [r for r in rows if r["measure"] == measure]
     values = sorted({r[column] for r in picked}) if column else [""]
     series = []
     for value in values:
-        by_start = {r["interval_start"]: _num(r["ratio"]) for r in picked
-                    if not column or r[column] == value}
+        by_start = {
+            r["interval_start"]: _num(r["ratio"])
+            for r in picked
+            if not column or r[column] == value
+        }
         points = [None if by_start.get(s) is None else transform(by_start[s]) for s in starts]
         label = {"true": "homeless", "false": "not homeless"}.get(value, value) or "all"
         if all(p is None for p in points):
@@ -209,44 +272,86 @@ def _uptake(measures: Rows) -> str:
     percent = lambda ratio: ratio * 100  # noqa: E731
     (overall_series,) = _series_by(measures, "referred_monthly", None, monthly, per_100k)
     overall = charts.column_chart(
-        "Referrals per 100,000 registered, by month", [m[:7] for m in monthly],
-        overall_series.values, "per 100,000", tick_every=12)
-    yearly_charts = [charts.line_chart(
-        label, year_labels, _series_by(measures, f"referred_yearly_by_{column}", column, yearly,
-                                       per_100k), "per 100,000")
-        for column, label in GROUPS.items()]
+        "Referrals per 100,000 registered, by month",
+        [m[:7] for m in monthly],
+        overall_series.values,
+        "per 100,000",
+        tick_every=12,
+    )
+    yearly_charts = [
+        charts.line_chart(
+            label,
+            year_labels,
+            _series_by(measures, f"referred_yearly_by_{column}", column, yearly, per_100k),
+            "per 100,000",
+        )
+        for column, label in GROUPS.items()
+    ]
     declines = charts.line_chart(
-        "Declines as a share of SP codes, by GP system", year_labels,
-        _series_by(measures, "declined_share_yearly_by_source_system", "source_system", yearly,
-                   percent), "% of referral and declined codes")
-    gaps = ("<p class=\"note\">A grey tick instead of a column, or a break in a line, is a "
-            "month or year whose count was 7 or fewer, redacted in the release. Study years "
-            "run from February to January.</p>")
+        "Declines as a share of SP codes, by GP system",
+        year_labels,
+        _series_by(
+            measures, "declined_share_yearly_by_source_system", "source_system", yearly, percent
+        ),
+        "% of referral and declined codes",
+    )
+    gaps = (
+        '<p class="note">A grey tick instead of a column, or a break in a line, is a '
+        "month or year whose count was 7 or fewer, redacted in the release. Study years "
+        "run from February to January.</p>"
+    )
     return overall + gaps + _grid(*yearly_charts, declines)
 
 
 def _matching(rows: Rows, balance: Rows) -> str:
-    bars = [(f"{r['controls_matched']} controls",
-             None if _num(r["share_of_cases"]) is None else _num(r["share_of_cases"]) * 100)
-            for r in rows]
-    shares = charts.bar_chart("Share of referred patients by number of matched controls", bars,
-                              "%", width=520)
+    bars = [
+        (
+            f"{r['controls_matched']} controls",
+            None if _num(r["share_of_cases"]) is None else _num(r["share_of_cases"]) * 100,
+        )
+        for r in rows
+    ]
+    shares = charts.bar_chart(
+        "Share of referred patients by number of matched controls", bars, "%", width=520
+    )
     overall = [r for r in balance if r["subgroup"] == "all"]
-    love = charts.love_plot("Covariate balance (all referred patients)", [
-        Balance(_covariate_label(r), _num(r["smd_before"]), _num(r["smd_after"]))
-        for r in overall])
+    love = charts.love_plot(
+        "Covariate balance (all referred patients)",
+        [
+            Balance(_covariate_label(r), _num(r["smd_before"]), _num(r["smd_after"]))
+            for r in overall
+        ],
+    )
     unmatched = _table(
-        ["covariate", "eligible cases", "matched cases", "their controls", "unmatched cases",
-         "SMD unmatched vs matched"],
-        [[_covariate_label(r), _value(r, "cases"), _value(r, "matched_cases"),
-          _value(r, "controls"), _value(r, "unmatched_cases"), _value(r, "smd_unmatched")]
-         for r in overall if r["statistic"] == "mean"])
-    note = ("<p class=\"note\">Before matching: every eligible referred patient against a "
-            "random sample of the patients their trial could draw controls from. After: the "
-            "matched patients against their controls, each set's controls weighted equally. "
-            "An |SMD| above 0.1 (dashed line) is a quality-gate warning. The table shows how "
-            "the referred patients who found no control differ from those who did: the "
-            "effect estimate describes the matched ones.</p>")
+        [
+            "covariate",
+            "eligible cases",
+            "matched cases",
+            "their controls",
+            "unmatched cases",
+            "SMD unmatched vs matched",
+        ],
+        [
+            [
+                _covariate_label(r),
+                _value(r, "cases"),
+                _value(r, "matched_cases"),
+                _value(r, "controls"),
+                _value(r, "unmatched_cases"),
+                _value(r, "smd_unmatched"),
+            ]
+            for r in overall
+            if r["statistic"] == "mean"
+        ],
+    )
+    note = (
+        '<p class="note">Before matching: every eligible referred patient against a '
+        "random sample of the patients their trial could draw controls from. After: the "
+        "matched patients against their controls, each set's controls weighted equally. "
+        "An |SMD| above 0.1 (dashed line) is a quality-gate warning. The table shows how "
+        "the referred patients who found no control differ from those who did: the "
+        "effect estimate describes the matched ones.</p>"
+    )
     return _grid(shares, love) + note + unmatched
 
 
@@ -262,86 +367,133 @@ def _value(row: dict[str, str], column: str) -> str:
 
 
 def _data_quality(rows: Rows) -> str:
-    header = ["GP system", "practices", "deliveries applied", "deliveries refused",
-              "rows received", "rows quarantined", "quarantined %", "SP code prevalence %"]
-    body = [[r["source_system"], _count(r["practices_rounded5"]),
-             _count(r["deliveries_applied_rounded5"]), _count(r["deliveries_refused_rounded5"]),
-             _count(r["rows_received_rounded5"]), _count(r["rows_quarantined_rounded5"]),
-             _percent(r["quarantined_percent"]), _percent(r["sp_code_prevalence"])]
-            for r in rows]
+    header = [
+        "GP system",
+        "practices",
+        "deliveries applied",
+        "deliveries refused",
+        "rows received",
+        "rows quarantined",
+        "quarantined %",
+        "SP code prevalence %",
+    ]
+    body = [
+        [
+            r["source_system"],
+            _count(r["practices_rounded5"]),
+            _count(r["deliveries_applied_rounded5"]),
+            _count(r["deliveries_refused_rounded5"]),
+            _count(r["rows_received_rounded5"]),
+            _count(r["rows_quarantined_rounded5"]),
+            _percent(r["quarantined_percent"]),
+            _percent(r["sp_code_prevalence"]),
+        ]
+        for r in rows
+    ]
     bars = [(r["source_system"], _num(r["sp_code_prevalence"])) for r in rows]
-    return _grid(_table(header, body), charts.bar_chart(
-        "Patients with an SP referral code, % of registered", bars, "%", colour=PALETTE[2]))
+    return _grid(
+        _table(header, body),
+        charts.bar_chart(
+            "Patients with an SP referral code, % of registered", bars, "%", colour=PALETTE[2]
+        ),
+    )
 
 
 def _provenance(manifest: dict[str, Any]) -> str:
-    files = _table(["file", "rows", "rounded columns"],
-                   [[f["file"], f"{f['rows']:,}", str(len(f["rounded_columns"]))]
-                    for f in manifest["files"]])
+    files = _table(
+        ["file", "rows", "rounded columns"],
+        [[f["file"], f"{f['rows']:,}", str(len(f["rounded_columns"]))] for f in manifest["files"]],
+    )
     rules = "".join(f"<li>{escape(rule)}</li>" for rule in manifest["rules"]["applied"])
-    return (f"<ul>{rules}</ul>{files}<p class=\"note\">The effect: Mantel-Haenszel rate ratio "
-            "of post-window rates, each referred patient against their own controls, with a "
-            "robust interval clustered on matched sets. Descriptive ratios: Poisson model of "
-            "events with a log person-time offset, fitted by GEE with independence working "
-            "correlation and robust (sandwich) standard errors clustered on matched sets (a "
-            "referred patient and their controls), so pre and post counts of the same people "
-            "are paired and overdispersion is allowed for. See docs/methods.md.</p>")
+    return (
+        f'<ul>{rules}</ul>{files}<p class="note">The effect: Mantel-Haenszel rate ratio '
+        "of post-window rates, each referred patient against their own controls, with a "
+        "robust interval clustered on matched sets. Descriptive ratios: Poisson model of "
+        "events with a log person-time offset, fitted by GEE with independence working "
+        "correlation and robust (sandwich) standard errors clustered on matched sets (a "
+        "referred patient and their controls), so pre and post counts of the same people "
+        "are paired and overdispersion is allowed for. See docs/methods.md.</p>"
+    )
 
 
 def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
     """The whole report as one HTML string."""
     period, codelist = manifest["data_period"], manifest["codelist"]
     effects = tables["sp_effect_estimates"]
-    subtitle = (f"Data {period['start']} to {period['end']} (latest extract "
-                f"{period['latest_extract']}) · codelist {codelist['name']} "
-                f"{codelist['version']} · build {manifest['build_id']}")
+    subtitle = (
+        f"Data {period['start']} to {period['end']} (latest extract "
+        f"{period['latest_extract']}) · codelist {codelist['name']} "
+        f"{codelist['version']} · build {manifest['build_id']}"
+    )
     body = [
         _tiles(tables),
-        "<div class=\"sdc\">Every number here was released under statistical disclosure "
+        '<div class="sdc">Every number here was released under statistical disclosure '
         "control: counts of 7 or fewer are hidden and others rounded to the nearest 5, and "
         "rates and ratios are recomputed from the rounded counts.</div>",
-        _section("The effect of referral",
-                 "The rate of each kind of contact in the year after referral over the rate "
-                 "the same patients would have had without it, estimated from controls "
-                 "matched at the referral date on recent use (Mantel-Haenszel, by matched "
-                 "set). Below 1 means referral reduced use. " + escape(ASSUMPTION),
-                 _forest(effects, "all", "All matched referred patients", EFFECT),
-                 _forest(effects, "homeless", "Referred patients with a homeless finding "
-                                              "before referral", EFFECT)),
-        _section("Before and after (descriptive)",
-                 "Rate ratios of the year after referral to the year before, for referred "
-                 "patients and their controls, and their ratio. These describe change over "
-                 "time, not the effect of referral: patients are referred when their use is "
-                 "high, and high use falls by itself (regression to the mean), so a fall "
-                 "here is expected even when referral changes nothing.",
-                 _forest(effects, "all", "All referred patients")),
-        _section("Rates before and after referral",
-                 "Events per 1,000 person-years in the 365 days before and after the index "
-                 "date, with 95% confidence intervals.", _before_after(tables["sp_outcome_rates"])),
-        _section("Who is referred",
-                 "Patients with a social prescribing referral while registered, per 100,000 "
-                 "patients registered in the month or study year.", _uptake(tables["sp_measures"])),
-        _section("Matching and balance", "Each eligible referred patient (registered for the "
-                 "whole year before referral, not referred before) was matched, as of the "
-                 "referral date, to up to five controls not yet referred, of the same practice, "
-                 "sex, age band, deprivation quintile and homeless status, with similar "
-                 "consultations in the 90 days and the rest of the year before and A&E "
-                 "attendances in the year before. A control referred later leaves the "
-                 "comparison at its own referral.",
-                 _matching(tables["sp_matching_summary"], tables["sp_covariate_balance"])),
-        _section("Data quality", "Deliveries and rows by GP clinical system, and how often "
-                 "each system's practices record an SP referral code.",
-                 _data_quality(tables["dq_source_system_summary"])),
+        _section(
+            "The effect of referral",
+            "The rate of each kind of contact in the year after referral over the rate "
+            "the same patients would have had without it, estimated from controls "
+            "matched at the referral date on recent use (Mantel-Haenszel, by matched "
+            "set). Below 1 means referral reduced use. " + escape(ASSUMPTION),
+            _forest(effects, "all", "All matched referred patients", EFFECT),
+            _forest(
+                effects,
+                "homeless",
+                "Referred patients with a homeless finding before referral",
+                EFFECT,
+            ),
+        ),
+        _section(
+            "Before and after (descriptive)",
+            "Rate ratios of the year after referral to the year before, for referred "
+            "patients and their controls, and their ratio. These describe change over "
+            "time, not the effect of referral: patients are referred when their use is "
+            "high, and high use falls by itself (regression to the mean), so a fall "
+            "here is expected even when referral changes nothing.",
+            _forest(effects, "all", "All referred patients"),
+        ),
+        _section(
+            "Rates before and after referral",
+            "Events per 1,000 person-years in the 365 days before and after the index "
+            "date, with 95% confidence intervals.",
+            _before_after(tables["sp_outcome_rates"]),
+        ),
+        _section(
+            "Who is referred",
+            "Patients with a social prescribing referral while registered, per 100,000 "
+            "patients registered in the month or study year.",
+            _uptake(tables["sp_measures"]),
+        ),
+        _section(
+            "Matching and balance",
+            "Each eligible referred patient (registered for the "
+            "whole year before referral, not referred before) was matched, as of the "
+            "referral date, to up to five controls not yet referred, of the same practice, "
+            "sex, age band, deprivation quintile and homeless status, with similar "
+            "consultations in the 90 days and the rest of the year before and A&E "
+            "attendances in the year before. A control referred later leaves the "
+            "comparison at its own referral.",
+            _matching(tables["sp_matching_summary"], tables["sp_covariate_balance"]),
+        ),
+        _section(
+            "Data quality",
+            "Deliveries and rows by GP clinical system, and how often "
+            "each system's practices record an SP referral code.",
+            _data_quality(tables["dq_source_system_summary"]),
+        ),
         _section("About these numbers", "How the release was made.", _provenance(manifest)),
     ]
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>Social prescribing: referrals and outcomes</title><style>{STYLE}</style>"
-            "</head><body><header><div class=\"inner\"><h1>Social prescribing: who is referred, "
-            f"and what changes after</h1><p>{escape(subtitle)}</p></div></header>"
-            f"<main>{''.join(body)}</main><footer>Released {escape(manifest['created_at'])} "
-            f"from the warehouse published {escape(manifest['published_at'])}.</footer>"
-            f"{RENDER_CHECK}</body></html>")
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Social prescribing: referrals and outcomes</title><style>{STYLE}</style>"
+        '</head><body><header><div class="inner"><h1>Social prescribing: who is referred, '
+        f"and what changes after</h1><p>{escape(subtitle)}</p></div></header>"
+        f"<main>{''.join(body)}</main><footer>Released {escape(manifest['created_at'])} "
+        f"from the warehouse published {escape(manifest['published_at'])}.</footer>"
+        f"{RENDER_CHECK}</body></html>"
+    )
 
 
 def write_report(release_dir: Path, out: Path) -> Path:

@@ -53,12 +53,19 @@ class BuildScope:
 
 def project_files(project_dir: Path = DBT_PROJECT_DIR) -> list[Path]:
     """The files of the dbt project that define what it builds, in a stable order."""
-    return sorted(p for p in project_dir.rglob("*") if p.is_file()
-                  and not _NOT_PROJECT.intersection(p.relative_to(project_dir).parts))
+    return sorted(
+        p
+        for p in project_dir.rglob("*")
+        if p.is_file() and not _NOT_PROJECT.intersection(p.relative_to(project_dir).parts)
+    )
 
 
-def fingerprint(codelist_sha256: str, dbt_vars: dict[str, Any],
-                project_dir: Path = DBT_PROJECT_DIR, engine: str = "duckdb") -> str:
+def fingerprint(
+    codelist_sha256: str,
+    dbt_vars: dict[str, Any],
+    project_dir: Path = DBT_PROJECT_DIR,
+    engine: str = "duckdb",
+) -> str:
     """SHA-256 over everything a build's output depends on besides the delivered rows.
 
     A build on another engine (`spark`) hashes its name and versions too, so the first
@@ -66,7 +73,9 @@ def fingerprint(codelist_sha256: str, dbt_vars: dict[str, Any],
     the marts it left."""
     digest = hashlib.sha256()
     for path in project_files(project_dir):
-        digest.update(str(path.relative_to(project_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(
+            str(path.relative_to(project_dir)).encode() + b"\0" + path.read_bytes() + b"\0"
+        )
     versions = {name: metadata.version(name) for name in _ENGINE_PACKAGES}
     parts = {"codelist": codelist_sha256, "vars": dbt_vars, "engine": versions}
     if engine != "duckdb":
@@ -83,17 +92,27 @@ def _version(package: str) -> str | None:
         return None
 
 
-def plan(con: duckdb.DuckDBPyConnection, build_fingerprint: str,
-         full_rebuild: bool = False, engine: str = "duckdb") -> BuildScope:
+def plan(
+    con: duckdb.DuckDBPyConnection,
+    build_fingerprint: str,
+    full_rebuild: bool = False,
+    engine: str = "duckdb",
+) -> BuildScope:
     """Decide what the next build rebuilds, from the warehouse's record of earlier builds.
     Builds on an engine other than DuckDB are always full (docs/spark.md)."""
-    every_practice = tuple(r[0] for r in con.execute(
-        "select distinct p.practice_id from audit.delivery_practices p join audit.deliveries d "
-        "using (delivery_id) where d.status = 'applied' order by 1").fetchall())
+    every_practice = tuple(
+        r[0]
+        for r in con.execute(
+            "select distinct p.practice_id from audit.delivery_practices p join audit.deliveries d "
+            "using (delivery_id) where d.status = 'applied' order by 1"
+        ).fetchall()
+    )
     last = con.execute(
         "select b.build_id, b.started_at, s.fingerprint from audit.builds b "
         "join audit.build_scopes s using (build_id) where b.status in (?, ?) "
-        "order by b.started_at desc limit 1", list(_SUCCEEDED)).fetchone()
+        "order by b.started_at desc limit 1",
+        list(_SUCCEEDED),
+    ).fetchone()
 
     def full(reason: str) -> BuildScope:
         return BuildScope(True, reason, build_fingerprint, every_practice)
@@ -107,19 +126,27 @@ def plan(con: duckdb.DuckDBPyConnection, build_fingerprint: str,
     last_id, last_started, last_fingerprint = last
     if last_fingerprint != build_fingerprint:
         return full(f"dbt project, codelist, dbt vars or engine changed since build {last_id}")
-    changed = tuple(r[0] for r in con.execute(
-        "select distinct p.practice_id from audit.delivery_practices p join audit.deliveries d "
-        "using (delivery_id) where d.status = 'applied' and d.applied_at > ? order by 1",
-        [last_started]).fetchall())
-    return BuildScope(False, f"deliveries applied since build {last_id}", build_fingerprint,
-                      changed)
+    changed = tuple(
+        r[0]
+        for r in con.execute(
+            "select distinct p.practice_id from audit.delivery_practices p join audit.deliveries d "
+            "using (delivery_id) where d.status = 'applied' and d.applied_at > ? order by 1",
+            [last_started],
+        ).fetchall()
+    )
+    return BuildScope(
+        False, f"deliveries applied since build {last_id}", build_fingerprint, changed
+    )
 
 
 def record(con: duckdb.DuckDBPyConnection, build_id: str, scope: BuildScope) -> None:
     """Write the scope where the dbt models read it (the latest row of audit.build_scopes)."""
-    con.execute("insert into audit.build_scopes values (?, now()::timestamp, ?, ?, ?, ?)",
-                [build_id, scope.full_rebuild, scope.reason, scope.fingerprint,
-                 len(scope.practices)])
+    con.execute(
+        "insert into audit.build_scopes values (?, now()::timestamp, ?, ?, ?, ?)",
+        [build_id, scope.full_rebuild, scope.reason, scope.fingerprint, len(scope.practices)],
+    )
     if scope.practices:
-        con.executemany("insert into audit.build_practices values (?, ?)",
-                        [(build_id, practice) for practice in scope.practices])
+        con.executemany(
+            "insert into audit.build_practices values (?, ?)",
+            [(build_id, practice) for practice in scope.practices],
+        )

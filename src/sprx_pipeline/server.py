@@ -44,8 +44,9 @@ def parse_users(text: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, role = item.partition(":")
         if not sep or not name or role.lower() not in ROLES:
-            raise AccountsError(f"user {item!r}: write name:role with role one of "
-                                f"{', '.join(ROLES)}")
+            raise AccountsError(
+                f"user {item!r}: write name:role with role one of {', '.join(ROLES)}"
+            )
         if name in users:
             raise AccountsError(f"user {name!r} is listed twice")
         users[name] = role.lower()
@@ -60,11 +61,14 @@ def parse_passwords(text: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, password = item.partition(":")
         if not sep or not name or ":" in password:
-            raise AccountsError("passwords: write name:password,... (no ',' or ':' inside a "
-                                "password)")
+            raise AccountsError(
+                "passwords: write name:password,... (no ',' or ':' inside a password)"
+            )
         if len(password) < MIN_PASSWORD_LENGTH:
-            raise AccountsError(f"the password of {name!r} has {len(password)} characters; "
-                                f"use at least {MIN_PASSWORD_LENGTH}")
+            raise AccountsError(
+                f"the password of {name!r} has {len(password)} characters; "
+                f"use at least {MIN_PASSWORD_LENGTH}"
+            )
         passwords[name] = password
     return passwords
 
@@ -74,11 +78,14 @@ def check_accounts(users: dict[str, str], passwords: dict[str, str]) -> None:
     missing = sorted(set(users) - set(passwords))
     extra = sorted(set(passwords) - set(users))
     if missing:
-        raise AccountsError(f"no password for {', '.join(missing)} in {PASSWORDS_VAR}: add "
-                            "name:password for each (Airflow would print a made-up one)")
+        raise AccountsError(
+            f"no password for {', '.join(missing)} in {PASSWORDS_VAR}: add "
+            "name:password for each (Airflow would print a made-up one)"
+        )
     if extra:
-        raise AccountsError(f"{PASSWORDS_VAR} has passwords for {', '.join(extra)}, who are "
-                            f"not in {USERS_VAR}")
+        raise AccountsError(
+            f"{PASSWORDS_VAR} has passwords for {', '.join(extra)}, who are not in {USERS_VAR}"
+        )
     if "admin" not in users.values():
         raise AccountsError("no user has the admin role: one admin is needed to manage Airflow")
 
@@ -87,8 +94,7 @@ def write_passwords_file(environ: dict[str, str] | os._Environ = os.environ) -> 
     """Write the simple auth manager's passwords file (mode 0600) from the environment."""
     for var in (USERS_VAR, PASSWORDS_VAR, PASSWORDS_FILE_VAR):
         if not environ.get(var):
-            raise AccountsError(f"{var} is not set: it comes from .env through "
-                                "docker-compose.yml")
+            raise AccountsError(f"{var} is not set: it comes from .env through docker-compose.yml")
     users = parse_users(environ[USERS_VAR])
     passwords = parse_passwords(environ[PASSWORDS_VAR])
     check_accounts(users, passwords)
@@ -129,22 +135,32 @@ def env_file(users_text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sprx_pipeline.server", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="sprx_pipeline.server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     make_env = commands.add_parser("env", help="print a .env with fresh random credentials")
-    make_env.add_argument("--users", required=True, metavar="NAME:ROLE,...",
-                          help="the named accounts, e.g. admin:admin,alice:user,bob:viewer")
-    commands.add_parser("passwords", help=f"write ${PASSWORDS_FILE_VAR} from "
-                                          f"${PASSWORDS_VAR} (the api-server does)")
+    make_env.add_argument(
+        "--users",
+        required=True,
+        metavar="NAME:ROLE,...",
+        help="the named accounts, e.g. admin:admin,alice:user,bob:viewer",
+    )
+    commands.add_parser(
+        "passwords", help=f"write ${PASSWORDS_FILE_VAR} from ${PASSWORDS_VAR} (the api-server does)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "env":
             sys.stdout.write(env_file(args.users))
         else:
             path = write_passwords_file()
-            print(f"wrote the passwords of {len(parse_users(os.environ[USERS_VAR]))} users "
-                  f"to {path}", file=sys.stderr)
+            print(
+                f"wrote the passwords of {len(parse_users(os.environ[USERS_VAR]))} users to {path}",
+                file=sys.stderr,
+            )
     except AccountsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -47,15 +47,20 @@ def require_spark() -> None:
         import dbt.adapters.spark  # noqa: F401
         import pyspark  # noqa: F401
     except ImportError as exc:
-        raise SparkUnavailable(f"the spark engine needs dbt-spark and PySpark ({exc}): "
-                               "pip install -c requirements.lock '.[spark]'") from None
+        raise SparkUnavailable(
+            f"the spark engine needs dbt-spark and PySpark ({exc}): "
+            "pip install -c requirements.lock '.[spark]'"
+        ) from None
     java = Path(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else None
     if not (java and java.is_file()) and shutil.which("java") is None:
-        raise SparkUnavailable("the spark engine needs Java 17 (set JAVA_HOME or put java on "
-                               "PATH; Debian: apt-get install openjdk-17-jre-headless)")
+        raise SparkUnavailable(
+            "the spark engine needs Java 17 (set JAVA_HOME or put java on "
+            "PATH; Debian: apt-get install openjdk-17-jre-headless)"
+        )
 
 
 # --- 1. the lake ---------------------------------------------------------------------------
+
 
 def write_lake(paths: WarehousePaths) -> dict[str, int]:
     """Write every raw, audit and codelists table of the work file as Parquet to the lake,
@@ -65,23 +70,29 @@ def write_lake(paths: WarehousePaths) -> dict[str, int]:
         tables = con.execute(
             "select schema_name, table_name from duckdb_tables() "
             "where database_name = current_database() and schema_name in (?, ?, ?) "
-            "order by all", list(LAKE_SCHEMAS)).fetchall()
+            "order by all",
+            list(LAKE_SCHEMAS),
+        ).fetchall()
         for schema, table in tables:
             folder = paths.lake / schema / table
             fresh = folder.with_name(f".{table}.writing")
             shutil.rmtree(fresh, ignore_errors=True)
             fresh.mkdir(parents=True)
             target = str(fresh / "part-0.parquet").replace("'", "''")
-            con.execute(f'copy (select * from {schema}."{table}") to \'{target}\' '
-                        "(format parquet, compression zstd)")
+            con.execute(
+                f"copy (select * from {schema}.\"{table}\") to '{target}' "
+                "(format parquet, compression zstd)"
+            )
             shutil.rmtree(folder, ignore_errors=True)
             fresh.rename(folder)
             (written[f"{schema}.{table}"],) = con.execute(
-                f'select count(*) from {schema}."{table}"').fetchone()
+                f'select count(*) from {schema}."{table}"'
+            ).fetchone()
     return written
 
 
 # --- 2. dbt on Spark, in this process ------------------------------------------------------
+
 
 class SessionPythonJob:
     """dbt-spark's Python-model submission for `method: session`: run the compiled model in
@@ -124,11 +135,13 @@ def spark_environment(paths: WarehousePaths) -> Iterator[None]:
     PYSPARK_PYTHON makes Spark's Python workers (applyInPandas) this interpreter, with the
     same packages, rather than whatever `python3` is on PATH; SPARK_CONF_DIR holds the log
     settings the JVM reads when the session starts."""
-    settings = {"SPRX_LAKE_DIR": str(paths.lake),
-                "SPRX_SPARK_WAREHOUSE_DIR": str(paths.lake / "spark-warehouse"),
-                "PYSPARK_PYTHON": sys.executable,
-                "SPARK_CONF_DIR": str(SPARK_CONF_DIR),
-                "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    settings = {
+        "SPRX_LAKE_DIR": str(paths.lake),
+        "SPRX_SPARK_WAREHOUSE_DIR": str(paths.lake / "spark-warehouse"),
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_CONF_DIR": str(SPARK_CONF_DIR),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
     saved = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:
@@ -172,13 +185,15 @@ def run_dbt(args: list[str], paths: WarehousePaths) -> tuple[int, list[dict[str,
         outcome = dbtRunner().invoke([*args, "--target", "spark"])
     returncode = 0 if outcome.success else (1 if outcome.exception is None else 2)
     if outcome.exception is not None and not results_file.is_file():
-        raise BuildError(f"dbt on Spark stopped before running any node: "
-                         f"{outcome.exception}") from outcome.exception
+        raise BuildError(
+            f"dbt on Spark stopped before running any node: {outcome.exception}"
+        ) from outcome.exception
     results = json.loads(results_file.read_text())["results"] if results_file.is_file() else []
     return returncode, results
 
 
 # --- 3. the marts back into the work file ----------------------------------------------------
+
 
 def spark_session():
     """The Spark session of this process's dbt builds."""
@@ -211,16 +226,19 @@ def import_marts(paths: WarehousePaths) -> dict[str, int]:
     return copied
 
 
-def build(paths: WarehousePaths, args: list[str],
-          progress: Any = None) -> tuple[int, list[dict[str, Any]], dict[str, float]]:
+def build(
+    paths: WarehousePaths, args: list[str], progress: Any = None
+) -> tuple[int, list[dict[str, Any]], dict[str, float]]:
     """The Spark build: lake, dbt on Spark, marts back; exit code, results, seconds per step."""
     say = progress or (lambda message: None)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     written = write_lake(paths)
     seconds["lake"] = time.perf_counter() - started
-    say(f"wrote {len(written)} tables ({sum(written.values()):,} rows) as Parquet to {paths.lake} "
-        f"({seconds['lake']:.1f} s)")
+    say(
+        f"wrote {len(written)} tables ({sum(written.values()):,} rows) as Parquet to {paths.lake} "
+        f"({seconds['lake']:.1f} s)"
+    )
     started = time.perf_counter()
     returncode, results = run_dbt(args, paths)
     seconds["dbt"] = time.perf_counter() - started
@@ -228,6 +246,8 @@ def build(paths: WarehousePaths, args: list[str],
         started = time.perf_counter()
         copied = import_marts(paths)
         seconds["marts"] = time.perf_counter() - started
-        say(f"copied {len(copied)} marts ({sum(copied.values()):,} rows) from Spark into "
-            f"{paths.work.name} ({seconds['marts']:.1f} s)")
+        say(
+            f"copied {len(copied)} marts ({sum(copied.values()):,} rows) from Spark into "
+            f"{paths.work.name} ({seconds['marts']:.1f} s)"
+        )
     return returncode, results, seconds

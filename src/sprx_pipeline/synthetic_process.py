@@ -47,12 +47,12 @@ import numpy as np
 # Registered time of a block as spells (start, end) of day-number arrays, inclusive; an empty
 # spell has end < start. The helpers work on per-patient or per-segment arrays.
 Spells = list[tuple[np.ndarray, np.ndarray]]
-NO_DATE = -(10**9)                    # "no such date" in day-number arrays
+NO_DATE = -(10**9)  # "no such date" in day-number arrays
 
 # --- The referral hazard's pull of recent use ------------------------------------------------
-RECENT_DAYS = 90                      # "recent": the 90 days before the day
+RECENT_DAYS = 90  # "recent": the 90 days before the day
 YEAR_DAYS = 365
-_PULL_CAPS = (12, 24, 4)              # consultations 90 d, rest of year, A&E in the year
+_PULL_CAPS = (12, 24, 4)  # consultations 90 d, rest of year, A&E in the year
 PULL_MAX = (1 + _PULL_CAPS[0]) * (1 + _PULL_CAPS[1] / 4) ** 0.5 * (1 + _PULL_CAPS[2]) ** 0.5
 # Mean pull over registered person-time of the default population, measured once (seed 42,
 # 200,000 patients) so that referral rates keep the yearly levels of `REFERRAL_RATE`.
@@ -62,17 +62,19 @@ MEAN_PULL = 5.6
 def referral_pull(recent: np.ndarray, rest_of_year: np.ndarray, ae_year: np.ndarray) -> np.ndarray:
     """How much a patient's recorded history draws a referral: 1 for someone who never
     consults, about 6 on average, up to `PULL_MAX` for the heaviest recent users."""
-    return ((1 + np.minimum(recent, _PULL_CAPS[0]))
-            * (1 + np.minimum(rest_of_year, _PULL_CAPS[1]) / 4) ** 0.5
-            * (1 + np.minimum(ae_year, _PULL_CAPS[2])) ** 0.5)
+    return (
+        (1 + np.minimum(recent, _PULL_CAPS[0]))
+        * (1 + np.minimum(rest_of_year, _PULL_CAPS[1]) / 4) ** 0.5
+        * (1 + np.minimum(ae_year, _PULL_CAPS[2])) ** 0.5
+    )
 
 
 @dataclass(frozen=True)
 class CausalModel:
     """The parameters of the model above; `effect` is the true causal rate ratio."""
 
-    effect: float = 0.85                  # post-referral rate / counterfactual rate, all 3 outcomes
-    effect_days: int = 365                # how long it lasts after the referral day
+    effect: float = 0.85  # post-referral rate / counterfactual rate, all 3 outcomes
+    effect_days: int = 365  # how long it lasts after the referral day
     spell_onset_per_year: float = 0.3
     spell_mean_days: float = 90.0
     spell_shape: float = 2.0
@@ -88,8 +90,11 @@ class CausalModel:
             raise ValueError("effect_days, spell_mean_days and spell_shape must be positive")
         if self.spell_onset_per_year < 0:
             raise ValueError("spell_onset_per_year must not be negative")
-        factors = (self.spell_consultation_factor, self.spell_ae_factor,
-                   self.spell_admission_factor)
+        factors = (
+            self.spell_consultation_factor,
+            self.spell_ae_factor,
+            self.spell_admission_factor,
+        )
         if min(factors) < 1:
             raise ValueError("spell factors must be at least 1 (a spell is high use)")
 
@@ -125,8 +130,9 @@ def take(spells: Spells, idx: np.ndarray) -> Spells:
     return [(start[idx], end[idx]) for start, end in spells]
 
 
-def poisson_days(rng: np.random.Generator, spells: Spells, rows: np.ndarray, rate: np.ndarray,
-                 lo, hi) -> tuple[np.ndarray, np.ndarray]:
+def poisson_days(
+    rng: np.random.Generator, spells: Spells, rows: np.ndarray, rate: np.ndarray, lo, hi
+) -> tuple[np.ndarray, np.ndarray]:
     """Poisson events on registered days of segments [lo, hi] of patients `rows`, at `rate`
     per registered year (all aligned with `rows`): (patient row, day) per event."""
     segments = take(spells, rows)
@@ -167,35 +173,50 @@ def _key(rows: np.ndarray, days: np.ndarray) -> np.ndarray:
     return rows.astype(np.int64) * (1 << 32) + (np.asarray(days, dtype=np.int64) - NO_DATE)
 
 
-def draw_spells(rng: np.random.Generator, model: CausalModel, n: int, first_day: int,
-                last_day: int) -> HighUseSpells:
+def draw_spells(
+    rng: np.random.Generator, model: CausalModel, n: int, first_day: int, last_day: int
+) -> HighUseSpells:
     """Spells of n patients over [first_day, last_day], starting earlier if they run into it."""
     lead = int(3 * model.spell_mean_days)
     span = last_day - first_day + 1 + lead
     counts = rng.poisson(model.spell_onset_per_year * span / 365.25, n)
     rows = np.repeat(np.arange(n), counts)
     start = first_day - lead + np.floor(rng.random(len(rows)) * span).astype(np.int64)
-    length = np.ceil(rng.gamma(model.spell_shape, model.spell_mean_days / model.spell_shape,
-                               len(rows))).astype(np.int64)
+    length = np.ceil(
+        rng.gamma(model.spell_shape, model.spell_mean_days / model.spell_shape, len(rows))
+    ).astype(np.int64)
     return HighUseSpells(rows, start, start + np.maximum(length, 1) - 1)
 
 
-def use_events(rng: np.random.Generator, spells: Spells, high_use: HighUseSpells,
-               rate: np.ndarray, factor: float, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+def use_events(
+    rng: np.random.Generator,
+    spells: Spells,
+    high_use: HighUseSpells,
+    rate: np.ndarray,
+    factor: float,
+    lo: int,
+    hi: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Events of a Poisson process at `rate` a registered year (per patient), times `factor`
     on spell days, over [lo, hi]: the world without referral."""
     n = len(rate)
     rows, days = poisson_days(rng, spells, np.arange(n), rate, lo, hi)
     if factor > 1 and len(high_use.rows):
-        s_rows, s_days = poisson_days(rng, spells, high_use.rows,
-                                      (factor - 1) * rate[high_use.rows],
-                                      np.maximum(high_use.start, lo), np.minimum(high_use.end, hi))
+        s_rows, s_days = poisson_days(
+            rng,
+            spells,
+            high_use.rows,
+            (factor - 1) * rate[high_use.rows],
+            np.maximum(high_use.start, lo),
+            np.minimum(high_use.end, hi),
+        )
         rows, days = np.concatenate([rows, s_rows]), np.concatenate([days, s_days])
     return rows, days
 
 
-def expected_use_days(spells: Spells, person_days: np.ndarray, high_use: HighUseSpells,
-                      factor: float) -> np.ndarray:
+def expected_use_days(
+    spells: Spells, person_days: np.ndarray, high_use: HighUseSpells, factor: float
+) -> np.ndarray:
     """Registered days weighted by the spell factor, per patient: what a rate multiplies."""
     return person_days + (factor - 1) * high_use.registered_days(spells)
 
@@ -209,8 +230,9 @@ class History:
 
     def count(self, rows: np.ndarray, lo, hi) -> np.ndarray:
         """Events of each patient row with a day in [lo, hi]."""
-        return (np.searchsorted(self._keys, _key(rows, hi), side="right")
-                - np.searchsorted(self._keys, _key(rows, lo), side="left"))
+        return np.searchsorted(self._keys, _key(rows, hi), side="right") - np.searchsorted(
+            self._keys, _key(rows, lo), side="left"
+        )
 
     def pick(self, rng: np.random.Generator, rows: np.ndarray, lo, hi) -> np.ndarray:
         """A uniformly chosen event day of each row in [lo, hi], or NO_DATE if it has none."""
@@ -222,23 +244,31 @@ class History:
         return np.where(has, (picked & ((1 << 32) - 1)) + NO_DATE, NO_DATE)
 
 
-def first_referrals(rng: np.random.Generator, spells: Spells, weight: np.ndarray,
-                    yearly: list[tuple[int, int, float]], consultations: History,
-                    ae: History) -> np.ndarray:
+def first_referrals(
+    rng: np.random.Generator,
+    spells: Spells,
+    weight: np.ndarray,
+    yearly: list[tuple[int, int, float]],
+    consultations: History,
+    ae: History,
+) -> np.ndarray:
     """Each patient's first referral day (or NO_DATE), drawn by thinning the hazard
     `rate(year) * weight * referral_pull(history) / MEAN_PULL`."""
     n = len(weight)
     first = np.full(n, NO_DATE, dtype=np.int64)
     everyone = np.arange(n)
-    for lo, hi, rate in yearly:            # calendar years in order: the first kept is first
+    for lo, hi, rate in yearly:  # calendar years in order: the first kept is first
         open_ = everyone[first == NO_DATE]
-        rows, days = poisson_days(rng, spells, open_, rate * weight[open_] * PULL_MAX / MEAN_PULL,
-                                  lo, hi)
+        rows, days = poisson_days(
+            rng, spells, open_, rate * weight[open_] * PULL_MAX / MEAN_PULL, lo, hi
+        )
         if len(rows) == 0:
             continue
-        pull = referral_pull(consultations.count(rows, days - RECENT_DAYS, days - 1),
-                             consultations.count(rows, days - YEAR_DAYS, days - RECENT_DAYS - 1),
-                             ae.count(rows, days - YEAR_DAYS, days - 1))
+        pull = referral_pull(
+            consultations.count(rows, days - RECENT_DAYS, days - 1),
+            consultations.count(rows, days - YEAR_DAYS, days - RECENT_DAYS - 1),
+            ae.count(rows, days - YEAR_DAYS, days - 1),
+        )
         kept = rng.random(len(rows)) < pull / PULL_MAX
         rows, days = rows[kept], days[kept]
         if len(rows) == 0:
@@ -250,9 +280,17 @@ def first_referrals(rng: np.random.Generator, spells: Spells, weight: np.ndarray
     return first
 
 
-def apply_effect(rng: np.random.Generator, spells: Spells, high_use: HighUseSpells,
-                 rows: np.ndarray, days: np.ndarray, rate: np.ndarray, factor: float,
-                 referral: np.ndarray, model: CausalModel) -> tuple[np.ndarray, np.ndarray]:
+def apply_effect(
+    rng: np.random.Generator,
+    spells: Spells,
+    high_use: HighUseSpells,
+    rows: np.ndarray,
+    days: np.ndarray,
+    rate: np.ndarray,
+    factor: float,
+    referral: np.ndarray,
+    model: CausalModel,
+) -> tuple[np.ndarray, np.ndarray]:
     """The events of the world with referral: in the `effect_days` after each patient's first
     referral, the rate is `effect` times the rate without it."""
     start = referral[rows]
@@ -264,14 +302,23 @@ def apply_effect(rng: np.random.Generator, spells: Spells, high_use: HighUseSpel
         return rows[keep], days[keep]
     referred = np.flatnonzero(referral != NO_DATE)
     lo, hi = referral[referred] + 1, referral[referred] + model.effect_days
-    extra = use_events_between(rng, spells, high_use, rate, factor, referred, lo, hi,
-                               model.effect - 1.0)
+    extra = use_events_between(
+        rng, spells, high_use, rate, factor, referred, lo, hi, model.effect - 1.0
+    )
     return np.concatenate([rows, extra[0]]), np.concatenate([days, extra[1]])
 
 
-def use_events_between(rng: np.random.Generator, spells: Spells, high_use: HighUseSpells,
-                       rate: np.ndarray, factor: float, patients: np.ndarray, lo: np.ndarray,
-                       hi: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def use_events_between(
+    rng: np.random.Generator,
+    spells: Spells,
+    high_use: HighUseSpells,
+    rate: np.ndarray,
+    factor: float,
+    patients: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    scale: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Events at `scale` times the use process, only inside [lo, hi] of each listed patient."""
     rows, days = poisson_days(rng, spells, patients, scale * rate[patients], lo, hi)
     if factor > 1 and len(high_use.rows):
@@ -281,7 +328,13 @@ def use_events_between(rng: np.random.Generator, spells: Spells, high_use: HighU
         mine = np.flatnonzero(w >= 0)
         s_lo = np.maximum(high_use.start[mine], lo[w[mine]])
         s_hi = np.minimum(high_use.end[mine], hi[w[mine]])
-        s_rows, s_days = poisson_days(rng, spells, high_use.rows[mine],
-                                      scale * (factor - 1) * rate[high_use.rows[mine]], s_lo, s_hi)
+        s_rows, s_days = poisson_days(
+            rng,
+            spells,
+            high_use.rows[mine],
+            scale * (factor - 1) * rate[high_use.rows[mine]],
+            s_lo,
+            s_hi,
+        )
         rows, days = np.concatenate([rows, s_rows]), np.concatenate([days, s_days])
     return rows, days

@@ -20,8 +20,14 @@ import duckdb
 from .config import WarehousePaths
 from .contract import TABLES, TableSpec
 
-SQL_TYPES = {"id": "VARCHAR", "text": "VARCHAR", "code": "VARCHAR", "int": "INTEGER",
-             "date": "DATE", "number": "DOUBLE"}
+SQL_TYPES = {
+    "id": "VARCHAR",
+    "text": "VARCHAR",
+    "code": "VARCHAR",
+    "int": "INTEGER",
+    "date": "DATE",
+    "number": "DOUBLE",
+}
 
 AUDIT_DDL = (
     """create table if not exists audit.deliveries (
@@ -116,7 +122,8 @@ def writer_lock(paths: WarehousePaths, wait_seconds: float = 0.0) -> Iterator[No
                     holder = handle.read().strip() or "another process"
                     raise WarehouseBusy(
                         f"{paths.work} is being written by {holder}; wait for it to finish "
-                        "or pass a longer --wait") from None
+                        "or pass a longer --wait"
+                    ) from None
                 time.sleep(0.2)
         handle.seek(0)
         handle.truncate()

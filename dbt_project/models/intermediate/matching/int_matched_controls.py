@@ -15,13 +15,13 @@ candidates go to `draw_practice` (applyInPandas), which sorts them in the same O
 walks them with the same `draw_controls`: one definition of the match.
 """
 
-ORDER = ("practice_id, case_order, case_patient_id, distance, control_order, "
-         "control_patient_id")
+ORDER = "practice_id, case_order, case_patient_id, distance, control_order, control_patient_id"
 CHUNK_ROWS = 100_000
-COLUMNS = ["practice_id", "case_patient_id", "index_date", "control_patient_id",
-           "control_number"]
-SPARK_SCHEMA = ("practice_id string, case_patient_id string, index_date date, "
-                "control_patient_id string, control_number bigint")
+COLUMNS = ["practice_id", "case_patient_id", "index_date", "control_patient_id", "control_number"]
+SPARK_SCHEMA = (
+    "practice_id string, case_patient_id string, index_date date, "
+    "control_patient_id string, control_number bigint"
+)
 
 
 def draw_controls(candidates, controls_per_case):
@@ -29,7 +29,7 @@ def draw_controls(candidates, controls_per_case):
     order."""
     drawn, per_case, rows, current = set(), {}, [], None
     for practice, case, index_date, control in candidates:
-        if practice != current:     # draws never cross practices: start afresh
+        if practice != current:  # draws never cross practices: start afresh
             drawn, per_case, current = set(), {}, practice
         taken = per_case.get((practice, case), 0)
         if taken >= controls_per_case or (practice, control) in drawn:
@@ -54,14 +54,16 @@ def draw_practice(candidates, controls_per_case):
 
     ordered = candidates.sort_values([key.strip() for key in ORDER.split(",")], kind="stable")
     tuples = ordered[["practice_id", "case_patient_id", "index_date", "control_patient_id"]]
-    return pd.DataFrame(draw_controls(tuples.itertuples(index=False, name=None),
-                                      controls_per_case), columns=COLUMNS)
+    return pd.DataFrame(
+        draw_controls(tuples.itertuples(index=False, name=None), controls_per_case), columns=COLUMNS
+    )
 
 
 def spark_draw(candidates, controls_per_case):
     """Spark: one pandas group per practice (controls never cross practices)."""
     return candidates.groupBy("practice_id").applyInPandas(
-        lambda practice: draw_practice(practice, controls_per_case), schema=SPARK_SCHEMA)
+        lambda practice: draw_practice(practice, controls_per_case), schema=SPARK_SCHEMA
+    )
 
 
 def model(dbt, session):
@@ -78,9 +80,17 @@ def model(dbt, session):
     if hasattr(candidates, "groupBy"):  # a Spark DataFrame (dbt-spark, dbt-databricks)
         return spark_draw(candidates, controls_per_case)
     ordered = candidates.order(ORDER).project(
-        "practice_id, case_patient_id, index_date, control_patient_id")
-    matched = pd.DataFrame(draw_controls(streamed(session, ordered), controls_per_case),
-                           columns=COLUMNS)
-    return matched.astype({"practice_id": "str", "case_patient_id": "str",
-                           "index_date": "datetime64[s]", "control_patient_id": "str",
-                           "control_number": "int64"})
+        "practice_id, case_patient_id, index_date, control_patient_id"
+    )
+    matched = pd.DataFrame(
+        draw_controls(streamed(session, ordered), controls_per_case), columns=COLUMNS
+    )
+    return matched.astype(
+        {
+            "practice_id": "str",
+            "case_patient_id": "str",
+            "index_date": "datetime64[s]",
+            "control_patient_id": "str",
+            "control_number": "int64",
+        }
+    )
