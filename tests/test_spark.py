@@ -59,9 +59,13 @@ from sprx_pipeline import spark
 from sprx_pipeline.config import WarehousePaths
 with spark.spark_environment(WarehousePaths.at(Path(sys.argv[1]))):
     from pyspark.sql import SparkSession
-    session = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
-    assert session.getOrCreate().range(3).count() == 3
-    import pyspark.pandas  # as dbt-spark's Python-model code does
+    builder = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+    session = builder.config("spark.ui.showConsoleProgress", "false").getOrCreate()
+    assert session.range(3).count() == 3
+    try:  # as dbt-spark's Python-model code does (pandas-on-Spark refuses the locked pandas)
+        import pyspark.pandas
+    except ImportError:
+        pass
 spark.stop_spark_at_exit()
 atexit.register(captured.close)  # runs before sprx's stop: the stream is gone by then
 """

@@ -219,10 +219,10 @@ def stop_spark() -> None:
     interpreter is still whole.
 
     Left to the interpreter's teardown, py4j closes each of its connections from a finalizer
-    (`ClientServerConnection.__del__`) and logs every close at INFO. By then the streams of the
-    handlers that take that record (pytest's captured output; stderr of `sprx --verbose`) are
-    closed, and logging prints "--- Logging error --- ValueError: I/O operation on closed
-    file." with a stack for each connection. So py4j's logger is held to warnings first (the
+    (`ClientServerConnection.__del__`) and logs every close at INFO. By then the stream of a
+    handler that takes those records may be closed (pytest's captured output is), and logging
+    prints "--- Logging error --- ValueError: I/O operation on closed file." with a stack for
+    each connection. So py4j's logger is held to warnings first (the
     closes are routine; a real failure still shows), then the session and the gateway, with
     its callback server, are stopped here."""
     from py4j.protocol import Py4JError
