@@ -117,7 +117,7 @@ def test_a_measure_declared_once_reaches_marts_release_and_report(tmp_path: Path
         ("referred", "post", 1),
         ("referred", "pre", 0),
     ]
-    assert estimates == (4,)  # the effect and three descriptive ratios, subgroup all
+    assert estimates == (8,)  # the effect and three descriptive ratios; all and homeless
     assert measures == [
         "ae_attendances",
         "consultations",
