@@ -31,7 +31,9 @@ by_group as (
     {%- for group in groups %}
     union all
     select month, '{{ group }}' as group_type, {{ group }} as group_value,
-        sum(referred_patients), sum(declined_patients), sum(registered_patients)
+        sum(referred_patients) as referred_patients,
+        sum(declined_patients) as declined_patients,
+        sum(registered_patients) as registered_patients
     from cells
     group by month, {{ group }}
     {%- endfor %}
