@@ -76,3 +76,10 @@
     {%- endfor -%}
     {{ return(checks | join(' and ') if checks else 'true') }}
 {%- endmacro %}
+
+{#- "1, 2, ..., n": the first n columns of a select, for a group by over a declared list. -#}
+{% macro positions(n) -%}
+    {%- for position in range(1, n + 1) -%}
+        {{ position }}{{ ', ' if not loop.last }}
+    {%- endfor -%}
+{%- endmacro %}

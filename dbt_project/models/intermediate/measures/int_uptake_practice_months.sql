@@ -72,13 +72,7 @@ registered_groups as (
         on attributes.practice_id = span_months.practice_id
         and attributes.patient_id = span_months.patient_id
     where span_months.first_month <= span_months.last_month
-    group by
-        attributes.practice_id,
-        {%- for attribute in attributes %}
-        attributes.{{ attribute }},
-        {%- endfor %}
-        span_months.first_month,
-        span_months.last_month
+    group by {{ positions(attributes | length + 3) }}
 ),
 
 registered as (
@@ -145,4 +139,4 @@ select
     cast(sum(declined) as {{ dbt.type_bigint() }}) as declined_patients,
     cast(sum(registered) as {{ dbt.type_bigint() }}) as registered_patients
 from patient_counts
-group by {% for n in range(groups | length + 2) %}{{ n + 1 }}{{ ', ' if not loop.last }}{% endfor %}
+group by {{ positions(groups | length + 2) }}
