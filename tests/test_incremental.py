@@ -13,10 +13,12 @@ from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 from deliveries import write_delivery
 from tiny_extract import P1, REFERRAL
 
 from sprx_pipeline import pipeline, scope
+from sprx_pipeline.build import BuildError
 from sprx_pipeline.config import WarehousePaths
 from sprx_pipeline.warehouse import connect
 
@@ -180,3 +182,31 @@ def test_fingerprint_changes_with_vars_codelist_and_project_files(tmp_path):
     assert scope.fingerprint("sha-a", {"window_days": 365}, project) == base
     (project / "models" / "a.sql").write_text("select 2")
     assert scope.fingerprint("sha-a", {"window_days": 365}, project) != base
+
+
+def test_an_incremental_build_fails_when_a_delta_deletes_a_consultation_an_event_refers_to(
+    tiny, tmp_path
+):
+    # E01, EDGE's referral, was recorded in consultation C03. A delta for P001 deletes C03 and
+    # leaves E01: the reference now dangles, and the scoped relationships test must see it
+    # although it looks up the rebuilt practice's consultations first.
+    paths = copy_warehouse(tiny.paths, tmp_path / "warehouse")
+    write_delivery(
+        tmp_path / "landing",
+        "2020-01-31_emis_002",
+        "2020-01-31",
+        "EMIS",
+        [P1],
+        {"deletions": [("consultations", "C03")]},
+        kind="delta",
+    )
+    pipeline.ingest_landing(paths, tmp_path / "landing")
+    with pytest.raises(BuildError, match="relationships_in_scope_stg_gp_extract__clinical_events"):
+        pipeline.build_warehouse(paths)
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        (scoped,) = con.execute(
+            "select count(*) from audit.build_practices p join audit.build_scopes s "
+            "using (build_id) where not s.full_rebuild and s.started_at = "
+            "(select max(started_at) from audit.build_scopes)"
+        ).fetchone()
+    assert scoped == 1  # the failing build was the incremental one, for P001 alone
