@@ -87,7 +87,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 	@mkdir -p .cache/lint
 	cd dbt_project && $(LINT_DBT) ../$(BIN)/dbt parse --quiet --profiles-dir . --project-dir .
-	$(LINT_DBT) $(BIN)/sqlfluff lint --processes 2 dbt_project/models
+	$(LINT_DBT) $(BIN)/sqlfluff lint dbt_project/models
 
 # CI's run on the newest Python: the full set installed from the same lock into its own venv,
 # then the tests that cover the light install, ingest, dbt, the quality gate, the results and

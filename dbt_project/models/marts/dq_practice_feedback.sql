@@ -117,13 +117,16 @@ practice_prevalence as (
 system_prevalence as (
     select
         source_system,
-        cast(1.0 as {{ dbt.type_float() }}) * sum(referred_patients) / nullif(sum(study_patients), 0) as system_proportion
+        cast(1.0 as {{ dbt.type_float() }}) * sum(referred_patients)
+        / nullif(sum(study_patients), 0) as system_proportion
     from practice_prevalence
     group by source_system
 ),
 
 overall_prevalence as (
-    select cast(1.0 as {{ dbt.type_float() }}) * sum(referred_patients) / nullif(sum(study_patients), 0) as overall_proportion
+    select
+        cast(1.0 as {{ dbt.type_float() }}) * sum(referred_patients)
+        / nullif(sum(study_patients), 0) as overall_proportion
     from practice_prevalence
 ),
 
@@ -204,7 +207,8 @@ select
     round(cast(100.0 as {{ dbt.type_float() }}) * practice_prevalence.referred_patients
         / nullif(practice_prevalence.study_patients, 0), 3) as sp_code_prevalence,
     round(cast(100.0 as {{ dbt.type_float() }}) * flagged.system_proportion, 3) as system_sp_code_prevalence,
-    round(cast(100.0 as {{ dbt.type_float() }}) * overall_prevalence.overall_proportion, 3) as all_practices_sp_code_prevalence,
+    round(cast(100.0 as {{ dbt.type_float() }}) * overall_prevalence.overall_proportion, 3)
+        as all_practices_sp_code_prevalence,
     round((cast(1.0 as {{ dbt.type_float() }}) * practice_prevalence.referred_patients
         / nullif(practice_prevalence.study_patients, 0))
         / nullif(flagged.system_proportion, 0), 3) as prevalence_ratio_to_system,

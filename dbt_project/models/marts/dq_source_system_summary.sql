@@ -47,11 +47,13 @@ select
     cast(coalesce(applied.rows_received, 0) as {{ dbt.type_bigint() }}) as rows_received,
     cast(coalesce(applied.rows_loaded, 0) as {{ dbt.type_bigint() }}) as rows_loaded,
     cast(coalesce(applied.rows_quarantined, 0) as {{ dbt.type_bigint() }}) as rows_quarantined,
-    round(cast(100.0 as {{ dbt.type_float() }}) * applied.rows_quarantined / nullif(applied.rows_received, 0), 3)
+    round(cast(100.0 as {{ dbt.type_float() }}) * applied.rows_quarantined
+        / nullif(applied.rows_received, 0), 3)
         as quarantined_percent,
     cast(coalesce(applied.study_patients, 0) as {{ dbt.type_bigint() }}) as study_patients,
     cast(coalesce(applied.referred_patients, 0) as {{ dbt.type_bigint() }}) as referred_patients,
-    round(cast(100.0 as {{ dbt.type_float() }}) * applied.referred_patients / nullif(applied.study_patients, 0), 3)
+    round(cast(100.0 as {{ dbt.type_float() }}) * applied.referred_patients
+        / nullif(applied.study_patients, 0), 3)
         as sp_code_prevalence
 from systems
 left join applied on applied.source_system = systems.source_system

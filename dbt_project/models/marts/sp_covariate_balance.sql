@@ -23,16 +23,19 @@ subgroups as (
 ),
 
 grouped as (
-    select 'cases' as balance_group, subgroups.* from subgroups where role = 'case'
+    select 'cases' as balance_group, subgroups.* from subgroups where subgroups.role = 'case'
     union all
-    select 'comparators', subgroups.* from subgroups where role = 'comparator'
+    select 'comparators' as balance_group, subgroups.* from subgroups
+    where subgroups.role = 'comparator'
     union all
-    select 'matched_cases', subgroups.* from subgroups where role = 'case' and matched
+    select 'matched_cases' as balance_group, subgroups.* from subgroups
+    where subgroups.role = 'case' and subgroups.matched
     union all
-    select 'controls', subgroups.* from subgroups where role = 'control'
+    select 'controls' as balance_group, subgroups.* from subgroups
+    where subgroups.role = 'control'
     union all
-    select 'unmatched_cases', subgroups.* from subgroups
-    where role = 'case' and not matched
+    select 'unmatched_cases' as balance_group, subgroups.* from subgroups
+    where subgroups.role = 'case' and not subgroups.matched
 ),
 
 values_long as (
@@ -124,19 +127,18 @@ wide as (
     group by subgroup, covariate, level, statistic
 )
 
-
-
 select
-    subgroup,
-    covariate,
-    level,
-    statistic,
+    wide.subgroup,
+    wide.covariate,
+    wide.level,
+    wide.statistic,
     {%- for group in groups %}
-    cast({{ group }} as {{ dbt.type_bigint() }}) as {{ group }},
-    cast(case when statistic = 'share' then coalesce({{ group }}_with_level, 0) end
+    cast(wide.{{ group }} as {{ dbt.type_bigint() }}) as {{ group }},
+    cast(case when wide.statistic = 'share' then coalesce(wide.{{ group }}_with_level, 0) end
          as {{ dbt.type_bigint() }}) as {{ group }}_with_level,
-    {{ round_stable(group ~ "_value", 4) }} as {{ group }}_value,
-    round(case when statistic = 'mean' then sqrt({{ group }}_variance) end, 4) as {{ group }}_sd,
+    {{ round_stable("wide." ~ group ~ "_value", 4) }} as {{ group }}_value,
+    round(case when wide.statistic = 'mean' then sqrt(wide.{{ group }}_variance) end, 4)
+        as {{ group }}_sd,
     {%- endfor %}
     round({{ standardised_difference('wide', 'cases', 'comparators') }}, 4) as smd_before,
     round({{ standardised_difference('wide', 'matched_cases', 'controls') }}, 4) as smd_after,

@@ -1,3 +1,5 @@
+-- sqlfluff:ignore:parsing
+-- (sqlfluff 4.4's DuckDB dialect cannot parse GROUPING SETS; the rest of the file is linted.)
 -- Who is referred, in the shape of OpenSAFELY ehrQL measures output: one row per measure,
 -- interval and group, with numerator, denominator and ratio, and one column per grouping
 -- (empty when the measure is not grouped by it). Measures, each monthly and yearly, overall

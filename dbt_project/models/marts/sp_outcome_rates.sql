@@ -48,7 +48,8 @@ variances as (
         long.window_name,
         sum((long.events - totals.rate_per_day * long.person_days)
             * (long.events - totals.rate_per_day * long.person_days))
-            / nullif(cast(1.0 as {{ dbt.type_float() }}) * totals.events * totals.events, 0) as log_rate_variance
+            / nullif(cast(1.0 as {{ dbt.type_float() }}) * totals.events * totals.events, 0)
+            as log_rate_variance
     from long
     inner join totals
         on totals.subgroup = long.subgroup

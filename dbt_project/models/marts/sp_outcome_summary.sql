@@ -43,6 +43,7 @@ select
     person_days,
     round(person_days / cast(365.25 as {{ dbt.type_float() }}), 4) as person_years,
     case when person_days > 0
-        then round(cast(1000.0 as {{ dbt.type_float() }}) * events / (person_days / cast(365.25 as {{ dbt.type_float() }})), 2)
+        then round(cast(1000.0 as {{ dbt.type_float() }}) * events
+            / (person_days / cast(365.25 as {{ dbt.type_float() }})), 2)
     end as rate_per_1000_py
 from summed

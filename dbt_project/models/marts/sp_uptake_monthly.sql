@@ -22,7 +22,7 @@ cells as (
         sum(declined_patients) as declined_patients,
         sum(registered_patients) as registered_patients
     from practice_months
-    group by 1, 2, 3, 4, 5, 6, 7
+    group by month, age_band, sex, ethnicity, imd_quintile, region, source_system
 ),
 
 by_group as (
@@ -35,7 +35,9 @@ by_group as (
     {%- for group in groups %}
     union all
     select month, '{{ group }}' as group_type, {{ group }} as group_value,
-        sum(referred_patients), sum(declined_patients), sum(registered_patients)
+        sum(referred_patients) as referred_patients,
+        sum(declined_patients) as declined_patients,
+        sum(registered_patients) as registered_patients
     from cells
     group by month, {{ group }}
     {%- endfor %}

@@ -29,7 +29,10 @@ select
     3 * abs(case_use.consultations_recent - control_use.consultations_recent)
         + abs(case_use.consultations_earlier - control_use.consultations_earlier)
         + 3 * abs(case_use.ae_attendances_pre - control_use.ae_attendances_pre) as distance,
-    {{ seeded_number("'" ~ var('matching_seed') ~ "|' || pairs.practice_id || '|' || pairs.case_patient_id || '|' || pairs.control_patient_id") }}
+    {{ seeded_number(
+        "'" ~ var('matching_seed') ~ "|' || pairs.practice_id"
+        ~ " || '|' || pairs.case_patient_id || '|' || pairs.control_patient_id"
+    ) }}
         as control_order
 from pairs
 inner join cases

@@ -72,7 +72,8 @@ select
     person_trials.trial_date,
     {%- for column in ['consultations_recent', 'consultations_earlier', 'ae_attendances_pre',
                        'emergency_admissions_pre'] %}
-    cast(coalesce(counted.{{ column }}, 0) as {{ dbt.type_bigint() }}) as {{ column }}{{ ',' if not loop.last }}
+    cast(coalesce(counted.{{ column }}, 0) as {{ dbt.type_bigint() }})
+        as {{ column }}{{ ',' if not loop.last }}
     {%- endfor %}
 from person_trials
 left join counted

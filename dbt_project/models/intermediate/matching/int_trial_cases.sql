@@ -48,7 +48,9 @@ select
         when first_referrals.first_referral_date < index_dates.index_date
             then 'referred_before_index'
     end as ineligible_reason,
-    {{ seeded_number("'" ~ var('matching_seed') ~ "|' || index_dates.practice_id || '|' || index_dates.patient_id") }}
+    {{ seeded_number(
+        "'" ~ var('matching_seed') ~ "|' || index_dates.practice_id || '|' || index_dates.patient_id"
+    ) }}
         as case_order
 from index_dates
 inner join attributes

@@ -115,7 +115,7 @@ coded as (
     inner join attributes
         on attributes.practice_id = coded_in_month.practice_id
         and attributes.patient_id = coded_in_month.patient_id
-    where coded_in_month.month in (select month from months)
+    where coded_in_month.month in (select months.month from months)
 ),
 
 patient_counts as (

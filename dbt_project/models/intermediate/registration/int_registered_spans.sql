@@ -68,6 +68,7 @@ select
     island as span_number,
     min(start_date) as span_start,
     max(end_date) as span_end,
-    {{ days_between('min(start_date)', 'max(end_date)') }} + 1 as span_days
+    {{ days_between('min(start_date)', 'max(end_date)') }}
+    + 1 as span_days
 from islands
 group by practice_id, patient_id, island
