@@ -26,6 +26,7 @@ image must hold.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import re
@@ -43,6 +44,8 @@ import pytest
 import yaml
 from airflow_api import AirflowUser
 from docker_engine import Compose, DockerEngine, DockerError, base_image, free_port, run, say
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from tiny_extract import write_tiny_extract
 
 from sprx_pipeline import server
@@ -65,12 +68,13 @@ CREDENTIALS = (
     "SPRX_AIRFLOW_PASSWORDS",
 )
 # Hang guards, not speed targets: a cold run builds the base image and the pipeline image
-# (debootstrap, pip install of the lock) before anything starts.
+# (debootstrap, pip install of the team server's set) before anything starts.
 BUILD_SECONDS, START_SECONDS, BUILD_RUN_SECONDS = 1800, 600, 1800
 
 # Runs in the dashboard container (python -, on stdin): what a reader sees and may do.
 READER = r"""
 import json, os
+from importlib.metadata import distributions
 import duckdb
 from sprx_pipeline import release
 from sprx_pipeline.config import PROJECT_ROOT, WarehousePaths, default_warehouse
@@ -89,6 +93,7 @@ with duckdb.connect(str(paths.published), read_only=True) as con:
                    for t in marts}
     out["build_id"] = con.execute("select build_id from meta.publication").fetchone()[0]
 out["released"] = sorted(t.name for t in release.RELEASED_TABLES)
+out["distributions"] = sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions())
 out["parquet"] = sorted(p.stem for p in paths.parquet.glob("*.parquet"))
 
 def refusal(action):
@@ -208,6 +213,28 @@ class HostRun:
         return self._result
 
 
+def requirement_closure(name: str, extras: frozenset[str] = frozenset()) -> dict[str, str]:
+    """{name: version} of `name[extras]` and every distribution it needs, transitively, read
+    from the metadata of this venv (which holds the whole lock, so every version is the
+    lock's): what `pip install -c requirements.lock "name[extras]"` installs."""
+    needed: dict[str, str] = {}
+    pending, seen = [(name, extras)], set()
+    while pending:
+        dist_name, wanted = pending.pop()
+        if (canonicalize_name(dist_name), wanted) in seen:
+            continue
+        seen.add((canonicalize_name(dist_name), wanted))
+        dist = importlib.metadata.distribution(dist_name)
+        needed[canonicalize_name(dist_name)] = dist.version
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or any(
+                requirement.marker.evaluate({"extra": extra}) for extra in wanted or {""}
+            ):
+                pending.append((requirement.name, frozenset(requirement.extras)))
+    return needed
+
+
 # --- fixtures ---------------------------------------------------------------------------
 
 
@@ -319,7 +346,7 @@ def stack(engine, host_run, tmp_path_factory) -> StackRun:  # host_run: started 
     passwords = server.parse_passwords(values["SPRX_AIRFLOW_PASSWORDS"])
     url = f"http://127.0.0.1:{values['SPRX_API_PORT']}"
     try:
-        say("building the postgres stand-in and the pipeline image (pip install of the lock)")
+        say("building the postgres stand-in and the pipeline image (pip install of .[airflow])")
         compose("build", "postgres", "airflow-init", timeout=BUILD_SECONDS)
         lap("images built")
         for tag in (base, IMAGE, "sprx-local-postgres:15"):
@@ -539,6 +566,19 @@ def test_the_image_holds_every_file_the_package_opens_at_run_time(stack, host_ru
         "vendor",
     }
     assert sorted(opened - set(stack.reader["files"])) == []
+
+
+def test_the_image_holds_the_team_servers_set_at_the_locks_versions_and_nothing_more(stack):
+    # The package with its `airflow` extra, not the whole lock: no PySpark, dbt-spark, test or
+    # lint tools. (On the test's base image, whose venv starts with pip and setuptools only;
+    # the official image brings Airflow's own providers besides.)
+    in_image = {
+        canonicalize_name(name): version
+        for name, version in (line.split("==") for line in stack.reader["distributions"])
+        if canonicalize_name(name) not in ("pip", "setuptools", "wheel")
+    }
+    assert in_image == requirement_closure("sprx-pipeline", frozenset({"airflow"}))
+    assert not {"pyspark", "dbt-spark", "pytest", "ruff", "sqlfluff"} & set(in_image)
 
 
 def test_every_service_listens_on_loopback_only(stack):

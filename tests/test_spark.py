@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import duckdb
@@ -45,6 +47,24 @@ MARTS = [
     "sp_uptake_monthly",
 ]
 GENERATED_PATIENTS, GENERATED_PRACTICES, GENERATED_SEED = 3_000, 3, 5
+
+# A process that uses Spark as a build does, then exits with its logging left as pytest leaves
+# it: a handler at INFO whose stream is closed before the interpreter's teardown.
+QUIET_EXIT = """
+import atexit, logging, sys, tempfile
+from pathlib import Path
+captured = tempfile.TemporaryFile("w+")
+logging.basicConfig(level=logging.INFO, stream=captured)
+from sprx_pipeline import spark
+from sprx_pipeline.config import WarehousePaths
+with spark.spark_environment(WarehousePaths.at(Path(sys.argv[1]))):
+    from pyspark.sql import SparkSession
+    session = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+    assert session.getOrCreate().range(3).count() == 3
+    import pyspark.pandas  # as dbt-spark's Python-model code does
+spark.stop_spark_at_exit()
+atexit.register(captured.close)  # runs before sprx's stop: the stream is gone by then
+"""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -156,3 +176,18 @@ def test_a_duckdb_build_after_a_spark_build_rebuilds_in_full(spark_tiny, tmp_pat
     assert planned.full_rebuild and planned.reason.startswith(
         "dbt project, codelist, dbt vars or engine changed since build"
     )
+
+
+def test_a_process_that_used_spark_exits_without_warnings_or_logging_errors(tmp_path):
+    # py4j logs each connection it closes; left to the interpreter's teardown that went to a
+    # closed stream ("--- Logging error --- ... I/O operation on closed file"), and
+    # pandas-on-Spark warned that PYARROW_IGNORE_TIMEZONE was not set.
+    done = subprocess.run(
+        [sys.executable, "-c", QUIET_EXIT, str(tmp_path / "sprx.duckdb")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for noise in ("Logging error", "I/O operation on closed file", "PYARROW_IGNORE_TIMEZONE"):
+        assert noise not in done.stderr, done.stderr[-3000:]

@@ -14,11 +14,16 @@ tables, and the quality gate and publish read its work file. A Spark build
 
 Every Spark build is a full build: incremental builds are DuckDB's (the per-practice delete
 and insert needs row-level deletes, which plain Parquet tables lack). The Spark catalog is
-the session's own (in-memory): nothing but the Parquet files outlives a build.
+the session's own (in-memory): nothing but the Parquet files outlives a build. The session
+lasts until the process exits, and is stopped then (`stop_spark`), before the interpreter's
+teardown.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
+import logging
 import os
 import shutil
 import sys
@@ -31,6 +36,8 @@ from typing import Any
 from .build import BuildError
 from .config import WarehousePaths
 from .warehouse import connect
+
+log = logging.getLogger(__name__)
 
 LAKE_SCHEMAS = ("raw", "audit", "codelists")
 SPARK_CONF_DIR = Path(__file__).with_name("spark_conf")  # Spark's log settings: errors only
@@ -134,12 +141,18 @@ def spark_environment(paths: WarehousePaths) -> Iterator[None]:
 
     PYSPARK_PYTHON makes Spark's Python workers (applyInPandas) this interpreter, with the
     same packages, rather than whatever `python3` is on PATH; SPARK_CONF_DIR holds the log
-    settings the JVM reads when the session starts."""
+    settings the JVM reads when the session starts. PYARROW_IGNORE_TIMEZONE is what
+    pandas-on-Spark needs in the driver and in every Python worker, which inherit the JVM's
+    environment, so it must be set before the session starts: dbt-spark's Python-model code
+    imports `pyspark.pandas`, which otherwise warns that it was not set and sets it itself,
+    for the rest of the process and too late for the workers. (It also changes how pyarrow
+    converts zone-aware timestamps, so it is set for the Spark build only, not the process.)"""
     settings = {
         "SPRX_LAKE_DIR": str(paths.lake),
         "SPRX_SPARK_WAREHOUSE_DIR": str(paths.lake / "spark-warehouse"),
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_CONF_DIR": str(SPARK_CONF_DIR),
+        "PYARROW_IGNORE_TIMEZONE": "1",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
     saved = {name: os.environ.get(name) for name in settings}
@@ -183,6 +196,7 @@ def run_dbt(args: list[str], paths: WarehousePaths) -> tuple[int, list[dict[str,
     results_file.unlink(missing_ok=True)
     with spark_environment(paths):
         outcome = dbtRunner().invoke([*args, "--target", "spark"])
+    stop_spark_at_exit()
     returncode = 0 if outcome.success else (1 if outcome.exception is None else 2)
     if outcome.exception is not None and not results_file.is_file():
         raise BuildError(
@@ -190,6 +204,42 @@ def run_dbt(args: list[str], paths: WarehousePaths) -> tuple[int, list[dict[str,
         ) from outcome.exception
     results = json.loads(results_file.read_text())["results"] if results_file.is_file() else []
     return returncode, results
+
+
+@functools.cache
+def stop_spark_at_exit() -> None:
+    """Stop the session when the process exits (`stop_spark`); registered once, after the
+    first build has started the session, so that it runs before anything pyspark or py4j
+    registered when the session started."""
+    atexit.register(stop_spark)
+
+
+def stop_spark() -> None:
+    """Stop this process's Spark session and close its py4j gateway, quietly, while the
+    interpreter is still whole.
+
+    Left to the interpreter's teardown, py4j closes each of its connections from a finalizer
+    (`ClientServerConnection.__del__`) and logs every close at INFO. By then the streams of the
+    handlers that take that record (pytest's captured output; stderr of `sprx --verbose`) are
+    closed, and logging prints "--- Logging error --- ValueError: I/O operation on closed
+    file." with a stack for each connection. So py4j's logger is held to warnings first (the
+    closes are routine; a real failure still shows), then the session and the gateway, with
+    its callback server, are stopped here."""
+    from py4j.protocol import Py4JError
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    try:
+        if SparkSession._instantiatedSession is not None:
+            SparkSession._instantiatedSession.stop()
+        elif SparkContext._active_spark_context is not None:
+            SparkContext._active_spark_context.stop()
+    except Py4JError as exc:
+        log.warning("the Spark session did not stop cleanly (has its JVM died?): %s", exc)
+    if SparkContext._gateway is not None:
+        SparkContext._gateway.shutdown()
+        SparkContext._gateway = SparkContext._jvm = None
 
 
 # --- 3. the marts back into the work file ----------------------------------------------------
