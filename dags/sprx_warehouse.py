@@ -4,11 +4,13 @@
 Runs whenever the `sprx_codelists` or `sprx_extracts` asset is updated:
 
 1. `start_build` makes the last verified codelist active, opens a row in `audit.builds` and
-   records the build's scope (the practices with new deliveries, or all of them);
+   records the build's scope (the practices with new deliveries, or all of them), and hands
+   on the build id and the scope as the dbt var `sprx_build` (XComs);
 2. `check_loaded` runs the Great Expectations checkpoint `sprx_loaded` over the loaded
    tables and fails, building nothing, if a check at error level fails;
 3. `dbt_build` (astronomer-cosmos) runs one task per dbt model, `dbt build` of the model and
-   its tests, so a model whose tests fail stops everything built on it: staging →
+   its tests, with the var `sprx_build` from `start_build` (templated `operator_args`
+   vars), so a model whose tests fail stops everything built on it: staging →
    intermediate linkage steps → marts; tests with two parents run after both. With
    `SPRX_ENGINE=spark` it is one task, `spark_build`, instead: the whole `dbt build` on
    Spark in one session (`SPRX_SPARK_MASTER`), the marts copied back to the work file;
@@ -51,9 +53,9 @@ def sprx_warehouse():
     paths = orch.warehouse_paths()
     engine = orch.engine()
 
-    @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
-    def start_build() -> str:
-        """Activate the verified codelist and record the build."""
+    @task(pool=orch.WRITER_POOL, multiple_outputs=True, **orch.FILE_TASK_ARGS)
+    def start_build() -> dict[str, str]:
+        """Activate the verified codelist and record the build and its scope."""
         with orch.refusals_fail_at_once():
             pipeline.ensure_codelists(
                 paths,
@@ -61,10 +63,10 @@ def sprx_warehouse():
                 config.default_codelist_pins(),
                 orch.WAIT_FOR_LOCK_SECONDS,
             )
-            build_id, _ = pipeline.start_build(
+            build_id, dbt_vars = pipeline.start_build(
                 paths, wait_seconds=orch.WAIT_FOR_LOCK_SECONDS, engine=engine
             )
-        return build_id
+        return orch.started_build(build_id, dbt_vars)
 
     @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
     def check_loaded(build_id: str) -> str:
@@ -102,18 +104,21 @@ def sprx_warehouse():
         """Mark the build failed unless it was published."""
         return pipeline.close_build(paths, build_id, orch.WAIT_FOR_LOCK_SECONDS)
 
-    build_id = start_build()
+    started = start_build()
+    build_id = started[orch.BUILD_ID]
     if engine == "spark":
         dbt_build = spark_build(build_id)
     else:
-        dbt_build = DbtTaskGroup(group_id="dbt_build", **orch.cosmos_task_group_args(paths))
+        dbt_build = DbtTaskGroup(
+            group_id="dbt_build", **orch.cosmos_task_group_args(paths, started.operator.task_id)
+        )
     gate = quality_gate(build_id)
     (
         check_loaded(build_id)
         >> dbt_build
         >> gate
         >> publish(build_id)
-        >> close_build(build_id).as_teardown(setups=build_id)
+        >> close_build(build_id).as_teardown(setups=started)
     )
 
 

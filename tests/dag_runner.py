@@ -3,7 +3,8 @@
 Used by tests/test_dags.py in a subprocess, so that each test gets its own AIRFLOW_HOME
 (Airflow reads its configuration once, at import). Usage:
     python dag_runner.py DAG_ID [DAG_ID ...]
-prints {"import_errors": {...}, "runs": {dag_id: {"state": ..., "tasks": {task: state}}}}.
+prints {"import_errors": {...}, "runs": {dag_id: {"state": ..., "tasks": {task: state},
+"dbt_vars": {task: the `vars` it rendered}}}} (the last for Cosmos's dbt tasks).
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ def task_states(dag_run) -> dict[str, str]:
     return states
 
 
+def rendered_dbt_vars(dag_run) -> dict[str, object]:
+    """The `vars` each Cosmos task rendered (its templated field), as Airflow stored it."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+
+    rendered = {}
+    for ti in dag_run.get_task_instances():
+        if ti.task_id.startswith("dbt_build."):
+            fields = RenderedTaskInstanceFields.get_templated_fields(ti) or {}
+            rendered[ti.task_id] = fields.get("vars")
+    return rendered
+
+
 def main(dag_ids: list[str]) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -35,7 +48,11 @@ def main(dag_ids: list[str]) -> None:
     }
     for dag_id in dag_ids:
         run = bag.get_dag(dag_id).test()
-        result["runs"][dag_id] = {"state": str(run.state), "tasks": task_states(run)}
+        result["runs"][dag_id] = {
+            "state": str(run.state),
+            "tasks": task_states(run),
+            "dbt_vars": rendered_dbt_vars(run),
+        }
     print("DAG_RUNNER_RESULT " + json.dumps(result), flush=True)
 
 

@@ -94,6 +94,13 @@ def test_three_dags_in_sequence_publish_the_same_marts_as_sprx_run(deployment, t
     assert sum(name.startswith("dbt_build.") for name in warehouse_tasks) == 50
     assert warehouse_tasks["check_loaded"] == warehouse_tasks["quality_gate"] == "success"
     assert warehouse_tasks["publish"] == "success"
+    # Every dbt task was passed the build it ran for, not left to look it up.
+    with duckdb.connect(str(warehouse.with_name("sprx.work.duckdb")), read_only=True) as con:
+        (build_id,) = con.execute("select build_id from audit.builds").fetchone()
+    passed = result["runs"]["sprx_warehouse"]["dbt_vars"]
+    assert len(passed) == 50
+    for rendered in passed.values():
+        assert json.loads(rendered["sprx_build"]) == {"id": build_id, "full_rebuild": True}
 
     cli_warehouse = tmp_path / "cli" / "sprx.duckdb"
     run_pipeline(landing, cli_warehouse)

@@ -8,15 +8,21 @@ are worked out by hand below.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 from deliveries import write_delivery
 from tiny_extract import P1, REFERRAL
 
-from sprx_pipeline import pipeline, scope
+from sprx_pipeline import build, pipeline, scope
+from sprx_pipeline.build import BuildError
 from sprx_pipeline.config import WarehousePaths
 from sprx_pipeline.warehouse import connect
 
@@ -101,6 +107,108 @@ def test_a_delta_for_one_practice_rebuilds_that_practice_only_and_equals_a_full_
     assert len(p002) == 1 and p002 == [r for r in before["sp_patient_outcomes"] if "P002" in r]
 
 
+def deliver_edge_consultation(landing: Path, paths: WarehousePaths) -> None:
+    """A delta for P001: one more consultation for EDGE, in its post window (2 become 3)."""
+    write_delivery(
+        landing,
+        "2020-01-31_emis_002",
+        "2020-01-31",
+        "EMIS",
+        [P1],
+        {"consultations": [("C07", "EDGE", P1, "2017-07-01", "face_to_face", "gp")]},
+        kind="delta",
+    )
+    pipeline.ingest_landing(paths, landing)
+
+
+def test_dbt_rebuilds_the_scope_passed_to_it_not_the_latest_recorded_one(tiny, tmp_path):
+    paths = copy_warehouse(tiny.paths, tmp_path / "warehouse")
+    deliver_edge_consultation(tmp_path / "landing", paths)
+    codelist = pipeline.active_codelist(paths)
+    build_id, build_vars, planned = build.open_build(paths, codelist)
+    assert (planned.full_rebuild, planned.practices) == (False, (P1,))
+    # A later build is recorded before this one runs (as another opener would leave it),
+    # rebuilding P002 only: dbt must still rebuild what this build was opened for.
+    with connect(paths.work) as con:
+        later = scope.BuildScope(False, "a later build", planned.fingerprint, ("P002",))
+        scope.record(con, "later-build", later)
+        (latest,) = con.execute(
+            "select build_id from audit.build_scopes order by started_at desc limit 1"
+        ).fetchone()
+    assert latest == "later-build"
+
+    report = build.run_build(paths, build_id, build_vars, planned)
+    assert report.scope == planned
+    assert outcome_rows(paths, "patient_id, post_consultations", "'EDGE'") == [("EDGE", 3)]
+
+
+def dbt_show_scope(paths: WarehousePaths, dbt_vars: dict | None) -> subprocess.CompletedProcess:
+    """`dbt show` the build scope model against the work file, with `dbt_vars`."""
+    args = build.dbt_args(
+        "show", paths, dbt_vars, ["--select", "stg_audit__build_scope", "--output", "json"]
+    )
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("dbt")), *args],
+        env={
+            **os.environ,
+            "SPRX_DUCKDB_PATH": str(paths.work),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def shown_practices(completed: subprocess.CompletedProcess) -> list[str]:
+    assert completed.returncode == 0, completed.stdout[-2000:]
+    shown = completed.stdout[completed.stdout.index("{") : completed.stdout.rindex("}") + 1]
+    return sorted(row["practice_id"] for row in json.loads(shown)["show"])
+
+
+def test_the_scope_model_reads_the_var_rebuilds_all_without_it_and_refuses_a_bad_one(
+    tiny, tmp_path
+):
+    paths = copy_warehouse(tiny.paths, tmp_path / "warehouse")
+    incremental = scope.BuildScope(False, "test", "f", (P1,))
+    passed = scope.dbt_vars("b1", incremental)
+    assert shown_practices(dbt_show_scope(paths, passed)) == [P1]
+    nothing_new = scope.dbt_vars("b2", scope.BuildScope(False, "test", "f", ()))
+    assert shown_practices(dbt_show_scope(paths, nothing_new)) == []
+    # dbt run by hand, without the var: every practice with an applied delivery.
+    assert shown_practices(dbt_show_scope(paths, None)) == [P1, "P002"]
+    # Airflow's template rendered without its XCom: a clear stop, not a guess.
+    refused = dbt_show_scope(paths, {scope.BUILD_VAR: "None"})
+    assert refused.returncode != 0
+    assert "the dbt var sprx_build must name the build dbt runs for" in refused.stdout
+
+
+def test_the_build_var_is_made_in_one_place_and_left_out_of_the_fingerprint(tmp_path):
+    full = scope.BuildScope(True, "asked for", "f", ("P1", "P2"))
+    assert scope.dbt_vars("b1", full) == {
+        "sprx_build": json.dumps({"full_rebuild": True, "id": "b1"}, sort_keys=True)
+    }
+    incremental = scope.BuildScope(False, "new deliveries", "f", ("P2",))
+    assert json.loads(scope.dbt_vars("b2", incremental)["sprx_build"]) == {
+        "id": "b2",
+        "full_rebuild": False,
+        "practices": ["P2"],
+    }
+    project = tmp_path / "dbt_project"
+    project.mkdir()
+    base = scope.fingerprint("sha", {"window_days": 365}, project)
+    for build_id, planned in (("b1", full), ("b2", incremental)):
+        run_vars = {"window_days": 365, **scope.dbt_vars(build_id, planned)}
+        assert scope.fingerprint("sha", run_vars, project) == base
+
+
+def test_a_recorded_scope_reads_back_as_it_was_planned(tmp_path):
+    planned = scope.BuildScope(False, "deliveries applied since build b0", "f1", ("P1", "P2"))
+    with connect(tmp_path / "work.duckdb") as con:
+        scope.record(con, "b1", planned)
+        assert scope.recorded(con, "b1") == planned
+
+
 def outcome_rows(paths: WarehousePaths, columns: str, patients: str) -> list[tuple]:
     with duckdb.connect(str(paths.work), read_only=True) as con:
         return con.execute(
@@ -180,3 +288,31 @@ def test_fingerprint_changes_with_vars_codelist_and_project_files(tmp_path):
     assert scope.fingerprint("sha-a", {"window_days": 365}, project) == base
     (project / "models" / "a.sql").write_text("select 2")
     assert scope.fingerprint("sha-a", {"window_days": 365}, project) != base
+
+
+def test_an_incremental_build_fails_when_a_delta_deletes_a_consultation_an_event_refers_to(
+    tiny, tmp_path
+):
+    # E01, EDGE's referral, was recorded in consultation C03. A delta for P001 deletes C03 and
+    # leaves E01: the reference now dangles, and the scoped relationships test must see it
+    # although it looks up the rebuilt practice's consultations first.
+    paths = copy_warehouse(tiny.paths, tmp_path / "warehouse")
+    write_delivery(
+        tmp_path / "landing",
+        "2020-01-31_emis_002",
+        "2020-01-31",
+        "EMIS",
+        [P1],
+        {"deletions": [("consultations", "C03")]},
+        kind="delta",
+    )
+    pipeline.ingest_landing(paths, tmp_path / "landing")
+    with pytest.raises(BuildError, match="relationships_in_scope_stg_gp_extract__clinical_events"):
+        pipeline.build_warehouse(paths)
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        (scoped,) = con.execute(
+            "select count(*) from audit.build_practices p join audit.build_scopes s "
+            "using (build_id) where not s.full_rebuild and s.started_at = "
+            "(select max(started_at) from audit.build_scopes)"
+        ).fetchone()
+    assert scoped == 1  # the failing build was the incremental one, for P001 alone

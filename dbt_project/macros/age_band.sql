@@ -1,13 +1,12 @@
-{#- The age bands of methods.md: 0-17, 18-29, 30-39, ..., 70-79, 80+. -#}
+{#- The declared age bands (var age_bands, the lower edge of each): "<edge>-<next edge - 1>",
+    and "<last edge>+" (0-17, 18-29, ..., 70-79, 80+). An age below the second edge is in
+    the first band. -#}
 {% macro age_band(age) -%}
+    {%- set edges = var('age_bands') -%}
     case
-        when {{ age }} < 18 then '0-17'
-        when {{ age }} < 30 then '18-29'
-        when {{ age }} < 40 then '30-39'
-        when {{ age }} < 50 then '40-49'
-        when {{ age }} < 60 then '50-59'
-        when {{ age }} < 70 then '60-69'
-        when {{ age }} < 80 then '70-79'
-        else '80+'
+        {%- for edge in edges[1:] %}
+        when {{ age }} < {{ edge }} then '{{ edges[loop.index0] }}-{{ edge - 1 }}'
+        {%- endfor %}
+        else '{{ edges[-1] }}+'
     end
 {%- endmacro %}

@@ -1,29 +1,55 @@
-{#- The build scope that `sprx build` (or Airflow's start_build) recorded in the warehouse:
-    whether this build rebuilds everything, and which practices it rebuilds otherwise
-    (src/sprx_pipeline/scope.py). Read from the audit tables, not from a dbt var, so that
-    Cosmos's one-model-per-task runs with fixed vars see the same scope as `sprx build`. -#}
+{#- The build this dbt run belongs to, and what it rebuilds: the var `sprx_build`, which
+    `sprx build`, Airflow's Cosmos tasks and the Spark build all pass (`scope.dbt_vars` in
+    src/sprx_pipeline/scope.py, the one place it is made). It is JSON text (Airflow renders a
+    templated var as text) or, typed by hand, a mapping:
+        {"id": "<build id>", "full_rebuild": false, "practices": ["P001", ...]}
+    with `practices` only on an incremental build. Nothing here reads which build is
+    "the latest" from the audit tables.
 
-{#- True when the latest recorded build is a full rebuild, or when none is recorded
-    (dbt run by hand on a fresh file): then every incremental model is rebuilt whole. -#}
-{% macro build_scope_is_full() -%}
-    {%- if not execute -%}{{ return(true) }}{%- endif -%}
-    {#- Incremental builds are DuckDB's only (README): other engines always build in full. -#}
-    {%- if target.type != 'duckdb' -%}{{ return(true) }}{%- endif -%}
-    {%- set scopes = adapter.get_relation(database=target.get('database'), schema='audit',
-                                          identifier='build_scopes') -%}
-    {%- if scopes is none -%}{{ return(true) }}{%- endif -%}
-    {%- set latest = run_query('select full_rebuild from ' ~ scopes ~ ' where started_at = '
-                               ~ '(select max(started_at) from ' ~ scopes ~ ')') -%}
-    {{ return(latest.rows | length == 0 or latest.rows[0][0]) }}
+    Without the var (dbt run by hand, e.g. an analyst's `dbt build`) the run rebuilds every
+    practice: slower than an incremental build, never wrong (docs/operations.md). Given but
+    not a build (an empty or `None` rendering of Airflow's template), the run stops. -#}
+{% macro sprx_build() -%}
+    {%- set given = var('sprx_build', none) -%}
+    {%- if given is none -%}{{ return(none) }}{%- endif -%}
+    {%- set build = fromjson(given) if given is string else given -%}
+    {%- if not sprx_build_is_valid(build) -%}
+        {{ exceptions.raise_compiler_error(
+            "the dbt var sprx_build must name the build dbt runs for, as `sprx build` passes "
+            ~ 'it: {"id": "<build id>", "full_rebuild": true} or {"id": "<build id>", '
+            ~ '"full_rebuild": false, "practices": [...]}; got ' ~ (given | string)[:200]
+            ~ ". Build with `sprx build` (or Airflow's sprx_warehouse DAG), or leave the var "
+            ~ "out to rebuild every practice (docs/operations.md, Builds)") }}
+    {%- endif -%}
+    {{ return(build) }}
 {%- endmacro %}
 
-{#- A query of the practices the latest build rebuilds, given the two audit relations. -#}
-{% macro build_scope_practices(scopes, practices) -%}
-    select practices.practice_id
-    from {{ practices }} as practices
-    inner join {{ scopes }} as scopes
-        on scopes.build_id = practices.build_id
-    where scopes.started_at = (select max(started_at) from {{ scopes }})
+{% macro sprx_build_is_valid(build) -%}
+    {%- if build is not mapping -%}{{ return(false) }}{%- endif -%}
+    {%- set named = build.get('id') is string and build.get('id') | length > 0 -%}
+    {%- set full = build.get('full_rebuild') -%}
+    {%- set practices = build.get('practices') -%}
+    {%- set listed = practices is sequence and practices is not string
+                     and practices is not mapping -%}
+    {{ return(named and full is boolean and (full or listed)) }}
+{%- endmacro %}
+
+{#- True when this run rebuilds every practice: a full rebuild, dbt without the var, or an
+    engine other than DuckDB (incremental builds are DuckDB's: docs/spark.md). Then every
+    incremental model is rebuilt whole. -#}
+{% macro build_scope_is_full() -%}
+    {%- set build = sprx_build() -%}
+    {{ return(target.type != 'duckdb' or build is none or build.full_rebuild) }}
+{%- endmacro %}
+
+{#- The practices an incremental build rebuilds, as a SQL list of string constants (`null`
+    when none: a build after an interrupted publish has nothing new). -#}
+{% macro build_scope_practice_list() -%}
+    {%- set practices = sprx_build().practices -%}
+    {%- if practices | length == 0 -%}null{%- endif -%}
+    {%- for practice in practices -%}
+        '{{ practice | string | replace("'", "''") }}'{{ ', ' if not loop.last }}
+    {%- endfor -%}
 {%- endmacro %}
 
 {#- A filter for a per-practice model's inputs. A `practice_batched` model (see its

@@ -12,12 +12,7 @@
         {%- if build_scope_is_full() or 'practice_id' not in columns -%}
             {%- set where = none -%}
         {%- else -%}
-            {%- set scopes = api.Relation.create(database=target.get('database'), schema='audit',
-                                                 identifier='build_scopes') -%}
-            {%- set practices = api.Relation.create(database=target.get('database'), schema='audit',
-                                                    identifier='build_practices') -%}
-            {%- set where = where | replace('__build_practices__',
-                                            build_scope_practices(scopes, practices)) -%}
+            {%- set where = where | replace('__build_practices__', build_scope_practice_list()) -%}
         {%- endif -%}
     {%- endif -%}
     {%- if where -%}

@@ -5,7 +5,8 @@ its parent: a killed `sprx run` leaves no dbt behind holding the work file. Ever
 leaves a row in `audit.builds` naming the codelist version it used and the fingerprint of
 all its inputs (so a run with nothing new can see that the published build is current),
 and one in `audit.build_scopes` saying whether it rebuilt everything or only the practices
-whose deliveries changed (see `scope`).
+whose deliveries changed (see `scope`). dbt is handed that scope as the var `sprx_build`
+(`scope.dbt_vars`) on every run, on DuckDB and on Spark.
 """
 
 from __future__ import annotations
@@ -125,8 +126,10 @@ def failures(returncode: int, results: list[dict[str, Any]]) -> tuple[int, list[
 
 
 def build_vars(codelist: Codelist, dbt_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The dbt vars a build runs with: the active codelist's name, then the caller's."""
-    return {"sp_codelist": codelist.name, **(dbt_vars or {})}
+    """The dbt vars that decide what a build makes (recorded in audit.builds, part of its
+    fingerprint): the active codelist's name, then the caller's. A caller's `sprx_build` is
+    dropped: the build sets its own (`scope.dbt_vars`), when it runs dbt."""
+    return scope.without_per_build({"sp_codelist": codelist.name, **(dbt_vars or {})})
 
 
 def suites_digest(folder: Path = EXPECTATIONS_DIR) -> str:
@@ -219,9 +222,10 @@ def start_build(
     full_rebuild: bool = False,
     engine: str = "duckdb",
 ) -> tuple[str, dict[str, Any]]:
-    """Make `codelist` active and open a build with its scope; return its id and the vars."""
-    build_id, merged_vars, _ = open_build(paths, codelist, dbt_vars, full_rebuild, engine)
-    return build_id, merged_vars
+    """Make `codelist` active and open a build with its scope; return its id and every var
+    to run dbt with, `sprx_build` (its scope) included."""
+    build_id, merged_vars, planned = open_build(paths, codelist, dbt_vars, full_rebuild, engine)
+    return build_id, {**merged_vars, **scope.dbt_vars(build_id, planned)}
 
 
 def finish_build(paths: WarehousePaths, build_id: str, status: str) -> None:
@@ -240,18 +244,18 @@ def run_build(
     paths: WarehousePaths,
     build_id: str,
     merged_vars: dict[str, Any],
+    planned: scope.BuildScope,
     select: list[str] | None = None,
-    planned: scope.BuildScope | None = None,
     engine: str = "duckdb",
     progress: Callable[[str], None] | None = None,
 ) -> BuildReport:
-    """`dbt build` an opened build; on any failure mark it failed and raise BuildError.
-    On the `spark` engine dbt builds on Spark and the marts come back to the work file
-    (`spark.build`)."""
+    """`dbt build` an opened build, passing dbt its scope (`scope.dbt_vars`); on any failure
+    mark it failed and raise BuildError. On the `spark` engine dbt builds on Spark and the
+    marts come back to the work file (`spark.build`), with the same vars."""
     # A partial build tests only what it built: a test that also reads an unselected model
     # would fail on a fresh file (dbt's "eager" indirect selection would run it).
     extra = ["--select", *select, "--indirect-selection", "cautious"] if select else []
-    args = dbt_args("build", paths, merged_vars, extra)
+    args = dbt_args("build", paths, {**merged_vars, **scope.dbt_vars(build_id, planned)}, extra)
     started = time.perf_counter()
     if engine == "spark":
         from . import spark
@@ -281,6 +285,6 @@ def build(
     """Make `codelist` active, then `dbt build` the project (only the practices whose
     deliveries changed, unless a full rebuild is due); raise BuildError on any failure."""
     build_id, merged_vars, planned = open_build(paths, codelist, dbt_vars, full_rebuild, engine)
-    report = run_build(paths, build_id, merged_vars, select, planned, engine)
+    report = run_build(paths, build_id, merged_vars, planned, select, engine)
     finish_build(paths, build_id, "success")
     return report

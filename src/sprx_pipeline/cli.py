@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from . import __version__, config
+from . import __version__, config, disclosure
 from .build import BuildError
 from .codelists import CodelistError
 from .config import WarehousePaths
@@ -235,9 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
         "release",
         help="write disclosure-controlled CSVs and a manifest",
         description="Write the summary marts of a published warehouse "
-        "as CSVs under statistical disclosure control (counts of 7 or "
-        "fewer redacted, others rounded to the nearest 5, rates "
-        "recomputed), with manifest.json. Nothing patient-level.",
+        "as CSVs under statistical disclosure control (counts of "
+        f"{disclosure.SUPPRESSION_THRESHOLD} or fewer redacted, others rounded to the nearest "
+        f"{disclosure.ROUNDING_MULTIPLE}, rates recomputed), with manifest.json. Nothing "
+        "patient-level.",
     )
     rel.add_argument(
         "--warehouse",

@@ -18,6 +18,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from .study import declared
+
 CONTRACT_VERSION = "1"
 MANIFEST_NAME = "manifest.json"
 
@@ -35,7 +37,9 @@ REGIONS = (
 SEXES = ("F", "M", "I", "U")
 ETHNICITIES = ("White", "Mixed", "Asian", "Black", "Other", "Unknown")
 RURAL_URBAN = ("urban", "rural")
-CONSULTATION_MODES = ("face_to_face", "telephone", "video", "home_visit", "other")
+# The modes are the study declaration's (dbt_project.yml var consultation_modes): the by-mode
+# counts of the marts and the values a delivery may carry are one list.
+CONSULTATION_MODES = declared().consultation_modes
 STAFF_ROLES = ("gp", "nurse", "link_worker", "other")
 ATTENDANCE_SETTINGS = ("ae", "emergency_admission", "elective_admission", "outpatient")
 

@@ -408,9 +408,10 @@ def _good(table: str) -> str:
     return f"_good_{table}"
 
 
-def check_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, manifest: Manifest) -> None:
+def check_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, manifest: Manifest) -> int:
     """One pass over a staged table: temp table `_bad_<table>` holds the rowid and first
-    broken rule of each row that breaks one, and view `_good_<table>` the other rows."""
+    broken rule of each row that breaks one, and view `_good_<table>` the other rows.
+    Returns the number of rows that break a rule (to be quarantined)."""
     rules = column_rules(spec, manifest.extracted_at) + table_rules(spec, manifest)
     case = "case " + " ".join(f"when {sql} then '{rule}'" for rule, sql in rules) + " end"
     key = ", ".join(spec.key)
@@ -437,6 +438,7 @@ def check_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, manifest: Manife
         else f"select * from {_staged(spec.name)}"
     )
     con.execute(f"create or replace temp view {_good(spec.name)} as {keep}")
+    return broken
 
 
 def register_bad_codes(con: duckdb.DuckDBPyConnection) -> None:
@@ -596,8 +598,11 @@ def precheck(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> DeliveryOutc
     return None
 
 
-def _write(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> list[TableCount]:
-    """Apply checked rows and the audit trail in one transaction."""
+def _write(
+    con: duckdb.DuckDBPyConnection, manifest: Manifest, checked: dict[str, tuple[int, int]]
+) -> list[TableCount]:
+    """Apply checked rows and the audit trail in one transaction. `checked` holds each
+    table's (rows received, rows quarantined), as staging and check_rows counted them."""
     practices = _sql_list(manifest.practices)
     counts: list[TableCount] = []
     con.execute("begin")
@@ -621,7 +626,7 @@ def _write(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> list[TableCoun
         if manifest.kind == "delta" and DELETIONS.name in manifest.files:
             _apply_deletions(con, manifest)
         for spec in _checked_specs(manifest):
-            counts.append(_audit_table(con, manifest, spec))
+            counts.append(_audit_table(con, manifest, spec, *checked[spec.name]))
         con.executemany(
             "insert into audit.delivery_practices values (?, ?)",
             [(manifest.delivery_id, p) for p in manifest.practices],
@@ -653,7 +658,13 @@ def _apply_deletions(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> None
         )
 
 
-def _audit_table(con: duckdb.DuckDBPyConnection, manifest: Manifest, spec: TableSpec) -> TableCount:
+def _audit_table(
+    con: duckdb.DuckDBPyConnection,
+    manifest: Manifest,
+    spec: TableSpec,
+    received: int,
+    quarantined: int,
+) -> TableCount:
     staged, bad = _staged(spec.name), _bad(spec.name)
     practice = "r.practice_id" if "practice_id" in spec.column_names else "null"
     columns = ", ".join(f"r.{c}" for c in spec.column_names)
@@ -669,8 +680,6 @@ def _audit_table(con: duckdb.DuckDBPyConnection, manifest: Manifest, spec: Table
         f"left join {bad} b on b._rowid = r.rowid group by all",
         [manifest.delivery_id, spec.name],
     )
-    (received,) = con.execute(f"select count(*) from {staged}").fetchone()
-    (quarantined,) = con.execute(f"select count(*) from {bad}").fetchone()
     con.execute(
         "insert into audit.delivery_tables values (?, ?, ?, ?, ?)",
         [manifest.delivery_id, spec.name, received, received - quarantined, quarantined],
@@ -682,26 +691,29 @@ def apply_delivery(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Delive
     """Check and apply one delivery; refuse it whole if a file breaks the contract."""
     if outcome := precheck(con, manifest):
         return outcome
+    received: dict[str, int] = {}
+    checked: dict[str, tuple[int, int]] = {}
     try:
         check_files(manifest)
         for spec in _checked_specs(manifest):
             if spec.name in manifest.files:
-                stage_file(con, manifest.files[spec.name], spec)
+                received[spec.name] = stage_file(con, manifest.files[spec.name], spec)
                 refuse_identifiers(con, manifest.files[spec.name], spec)
             else:
+                received[spec.name] = 0
                 _empty_staged(con, spec)
         register_bad_codes(con)
         for spec in _checked_specs(manifest):
             if spec.name == "clinical_events":
                 _known_consultations(con, manifest)
             register_other_practice_keys(con, spec, manifest)
-            check_rows(con, spec, manifest)
+            checked[spec.name] = (received[spec.name], check_rows(con, spec, manifest))
             if spec.name == "patients":
                 _known_sets(con, manifest)
     except ContractError as exc:
         return refuse(con, manifest.delivery_id, manifest.manifest_sha256, str(exc), manifest)
     crash_point("ingest.staged")
-    tables = _write(con, manifest)
+    tables = _write(con, manifest, checked)
     log.info(
         "applied %s: %s",
         manifest.delivery_id,

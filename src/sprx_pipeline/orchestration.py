@@ -22,7 +22,7 @@ from typing import Any
 
 from airflow.sdk import Asset
 
-from . import config
+from . import config, scope
 from .build import BuildError
 from .codelists import CodelistError, CodelistFetchError
 from .config import WarehousePaths
@@ -50,6 +50,10 @@ FILE_TASK_ARGS: dict[str, Any] = {
     "max_retry_delay": timedelta(minutes=10),
 }
 DEFAULT_ARGS: dict[str, Any] = {"owner": OWNER, "retries": 0}
+
+# What the warehouse DAG's `start_build` task hands on, as XComs: the build id, for the
+# tasks that take it as an argument, and the build's `sprx_build` dbt var, for Cosmos.
+BUILD_ID = "build_id"
 
 
 @contextmanager
@@ -93,14 +97,35 @@ def dbt_executable() -> Path:
     return Path(sys.executable).with_name("dbt")
 
 
-def cosmos_task_group_args(paths: WarehousePaths) -> dict[str, Any]:
+def started_build(build_id: str, dbt_vars: dict[str, Any]) -> dict[str, str]:
+    """The XComs of a build `pipeline.start_build` opened (see BUILD_ID)."""
+    return {BUILD_ID: build_id, scope.BUILD_VAR: dbt_vars[scope.BUILD_VAR]}
+
+
+# The vars Cosmos lists the models with (`dbt ls`, when the DAG file is parsed): no build.
+_FIXED_DBT_VARS = {"sp_codelist": config.SP_CODELIST}
+
+
+def cosmos_dbt_vars(build_task_id: str) -> dict[str, str]:
+    """The vars every Cosmos task runs dbt with: the project's fixed ones and the build's
+    scope, pulled when the task runs from the XCom of the task that opened the build
+    (`vars` is a templated field of Cosmos's operators; Airflow renders it as text, which
+    is why `sprx_build` is JSON text). Without that XCom it renders `None`, and dbt stops
+    with a message naming the var (macros/build_scope.sql)."""
+    pulled = f"{{{{ ti.xcom_pull(task_ids='{build_task_id}', key='{scope.BUILD_VAR}') }}}}"
+    return {**_FIXED_DBT_VARS, scope.BUILD_VAR: pulled}
+
+
+def cosmos_task_group_args(paths: WarehousePaths, build_task_id: str) -> dict[str, Any]:
     """Arguments for a Cosmos `DbtTaskGroup`: one task per model, running the model and then
     its tests (`dbt build --select model`), so a model whose tests fail stops its dependants.
 
     dbt runs as a subprocess (dbt-duckdb would otherwise keep the file attached in the task
     process), in the writer pool, against the work file; models are listed with `dbt ls`
     and cached by Cosmos between parses. Tests with several parents (relationships) get a
-    task of their own after all their parents, not after the first.
+    task of their own after all their parents, not after the first. Each task gets the
+    build's scope as the dbt var `sprx_build` from `build_task_id`'s XCom
+    (`cosmos_dbt_vars`).
     """
     from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
@@ -115,7 +140,7 @@ def cosmos_task_group_args(paths: WarehousePaths) -> dict[str, Any]:
             dbt_project_path=config.DBT_PROJECT_DIR,
             env_vars=env,
             install_dbt_deps=False,
-            dbt_vars={"sp_codelist": config.SP_CODELIST},
+            dbt_vars=_FIXED_DBT_VARS,
         ),
         "profile_config": ProfileConfig(
             profile_name="sprx",
@@ -136,5 +161,10 @@ def cosmos_task_group_args(paths: WarehousePaths) -> dict[str, Any]:
             should_detach_multiple_parents_tests=True,
         ),
         # A failing model or test is a data or code problem: retrying cannot fix it.
-        "operator_args": {"pool": WRITER_POOL, "install_deps": False, "retries": 0},
+        "operator_args": {
+            "pool": WRITER_POOL,
+            "install_deps": False,
+            "retries": 0,
+            "vars": cosmos_dbt_vars(build_task_id),
+        },
     }

@@ -226,7 +226,7 @@ def build_warehouse(
                 f"{codelist.version}; {planned.describe()})"
             )
             built = dbt_build.run_build(
-                paths, build_id, build_vars, planned=planned, engine=engine, progress=progress
+                paths, build_id, build_vars, planned, engine=engine, progress=progress
             )
             progress("checking the marts before publishing (quality gate)")
             gate = quality.gate(paths, "marts", build_id, scoped=True)
@@ -244,7 +244,8 @@ def start_build(
     engine: str = "duckdb",
 ) -> tuple[str, dict[str, Any]]:
     """Record the active codelist and open a build (for orchestrators that run dbt models
-    as their own tasks); return the build id and the dbt vars to run with."""
+    as their own tasks); return the build id and the dbt vars to run with, its scope
+    (`sprx_build`) included."""
     with writer_lock(paths, wait_seconds):
         recover_interrupted(paths)
         return dbt_build.start_build(paths, active_codelist(paths), dbt_vars, engine=engine)
@@ -258,7 +259,8 @@ def run_opened_build(
     progress: Progress = _quiet,
 ) -> dbt_build.BuildReport:
     """`dbt build` a build that `start_build` opened, in one step (Airflow's `spark_build`
-    task: on Spark, one session builds every model); raise BuildError on any failure."""
+    task: on Spark, one session builds every model) with the vars and scope it recorded;
+    raise BuildError on any failure."""
     import json
 
     with writer_lock(paths, wait_seconds):
@@ -266,10 +268,11 @@ def run_opened_build(
             row = con.execute(
                 "select dbt_vars from audit.builds where build_id = ?", [build_id]
             ).fetchone()
-        if row is None:
-            raise ValueError(f"no build {build_id} in {paths.work}: open it with start_build")
+            if row is None:
+                raise ValueError(f"no build {build_id} in {paths.work}: open it with start_build")
+            planned = scope.recorded(con, build_id)
         return dbt_build.run_build(
-            paths, build_id, json.loads(row[0] or "{}"), engine=engine, progress=progress
+            paths, build_id, json.loads(row[0] or "{}"), planned, engine=engine, progress=progress
         )
 
 

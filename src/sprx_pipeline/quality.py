@@ -125,20 +125,19 @@ class GateReport:
 # --- run-time parameters -------------------------------------------------------------------
 
 
-def dbt_vars(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """The dbt vars of the latest build: the project's defaults overlaid with its own."""
+def dbt_vars(con: duckdb.DuckDBPyConnection, build_id: str | None) -> dict[str, Any]:
+    """The dbt vars of build `build_id`: the project's defaults overlaid with its own (the
+    defaults alone when no build is given or recorded)."""
     defaults = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())["vars"]
-    row = con.execute(
-        "select dbt_vars from audit.builds order by started_at desc limit 1"
-    ).fetchone()
+    row = con.execute("select dbt_vars from audit.builds where build_id = ?", [build_id]).fetchone()
     return {**defaults, **(json.loads(row[0]) if row and row[0] else {})}
 
 
-def parameters(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """Values the suites leave as parameters (see `suites.PARAMETERS`)."""
+def parameters(con: duckdb.DuckDBPyConnection, build_id: str | None) -> dict[str, Any]:
+    """Values the suites leave as parameters (see `suites.PARAMETERS`), for build `build_id`."""
     import pandas as pd
 
-    build_vars = dbt_vars(con)
+    build_vars = dbt_vars(con, build_id)
     (latest,) = con.execute(
         "select max(extracted_at) from audit.deliveries where status = 'applied'"
     ).fetchone()
@@ -492,7 +491,7 @@ def gate(
         raise ValueError(f"unknown quality stage {stage!r}; expected one of {', '.join(STAGES)}")
     names = stage_suites(stage)
     with connect(paths.work) as con:
-        params = parameters(con)
+        params = parameters(con, build_id)
         practices = build_scope(con, build_id) if scoped else None
         table_rows = snapshot(con, names, paths.quality_dir / "snapshot", practices)
         extra = [check_row_accounting(con)] if stage == "marts" else []

@@ -15,7 +15,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import duckdb
 
 from . import disclosure
 from .disclosure import apply_person_time_sdc, apply_sdc, interval, rate
+from .study import Study, declared
 
 MANIFEST_NAME = "manifest.json"
 # Columns that would identify a patient or practice: a released table may hold none of them.
@@ -48,21 +49,38 @@ class ReleaseError(ValueError):
 
 @dataclass(frozen=True)
 class ReleasedTable:
-    """One CSV of a release: labels pass as they are, counts through apply_sdc, person-time
-    through apply_person_time_sdc, and `derive` recomputes the remaining columns from the
-    rounded values (and the exact inputs it names, such as a standard error)."""
+    """One CSV of a release: the mart's `released` columns, each treated as the study
+    declares its class (dbt_project.yml var released_columns): labels pass as they are,
+    counts through apply_sdc, person-time through apply_person_time_sdc, and `derive`
+    recomputes the rates from the rounded values (and the exact inputs it names, such as a
+    standard error). Columns are written labels first, then counts, then rates."""
 
     name: str
-    labels: tuple[str, ...]
-    counts: tuple[str, ...]
-    derived: tuple[str, ...]
+    released: tuple[str, ...]
     derive: Callable[[Row, Row], Row]
     order_by: tuple[str, ...]
     exact_inputs: tuple[str, ...] = ()
+    study: Study = field(default_factory=declared, compare=False)
+
+    def _of_class(self, *classes: str) -> tuple[str, ...]:
+        return tuple(c for c in self.released if self.study.column_class(c) in classes)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self._of_class("label")
+
+    @property
+    def counts(self) -> tuple[str, ...]:
+        """Counts and person-time: every column that is rounded."""
+        return self._of_class("count", "person_time")
 
     @property
     def person_time(self) -> tuple[str, ...]:
-        return tuple(c for c in self.counts if c.endswith("person_years"))
+        return self._of_class("person_time")
+
+    @property
+    def derived(self) -> tuple[str, ...]:
+        return self._of_class("rate")
 
     def released_name(self, column: str) -> str:
         return column + (
@@ -250,99 +268,73 @@ _EFFECT_INPUTS = tuple(
     for kind in ("events", "person_years")
 )
 
-RELEASED_TABLES = (
-    ReleasedTable(
-        "sp_measures",
-        (
-            "measure",
-            "interval_start",
-            "interval_end",
-            "age_band",
-            "sex",
-            "ethnicity",
-            "imd_quintile",
-            "region",
-            "rural_urban",
-            "source_system",
-            "homeless",
+
+def released_tables(study: Study | None = None) -> tuple[ReleasedTable, ...]:
+    """The tables a release writes, with the study's breakdowns as sp_measures' labels."""
+    study = study or declared()
+    breakdowns = tuple(b.name for b in study.breakdowns)
+    tables = (
+        ReleasedTable(
+            "sp_measures",
+            ("measure", "interval_start", "interval_end", *breakdowns, "numerator", "denominator")
+            + ("ratio",),
+            _measure,
+            ("measure", "interval_start", *breakdowns),
         ),
-        ("numerator", "denominator"),
-        ("ratio",),
-        _measure,
-        (
-            "measure",
-            "interval_start",
-            "age_band",
-            "sex",
-            "ethnicity",
-            "imd_quintile",
-            "region",
-            "rural_urban",
-            "source_system",
-            "homeless",
+        ReleasedTable(
+            "sp_outcome_summary",
+            ("cohort", "measure", "window", "patients", "events", "person_years")
+            + ("rate_per_1000_py",),
+            _outcome_summary,
+            ("cohort", "measure", "window"),
         ),
-    ),
-    ReleasedTable(
-        "sp_outcome_summary",
-        ("cohort", "measure", "window"),
-        ("patients", "events", "person_years"),
-        ("rate_per_1000_py",),
-        _outcome_summary,
-        ("cohort", "measure", "window"),
-    ),
-    ReleasedTable(
-        "sp_outcome_rates",
-        ("subgroup", "cohort", "measure", "window"),
-        ("patients", "matched_sets", "events", "person_years"),
-        ("rate_per_1000_py", "design_effect", "log_se", "ci_lower", "ci_upper"),
-        _outcome_rate,
-        ("subgroup", "cohort", "measure", "window"),
-        ("log_se",),
-    ),
-    ReleasedTable(
-        "sp_effect_estimates",
-        ("subgroup", "measure", "estimate", "kind"),
-        ("referred_patients", "control_patients", "cases_with_controls", *_EFFECT_INPUTS),
-        ("ratio", "design_effect", "log_se", "ci_lower", "ci_upper"),
-        _effect_estimate,
-        ("subgroup", "measure", "estimate"),
-        ("log_se", "ratio"),
-    ),
-    ReleasedTable(
-        "sp_covariate_balance",
-        ("subgroup", "covariate", "level", "statistic"),
-        (*_BALANCE_GROUPS, *(f"{g}_with_level" for g in _BALANCE_GROUPS)),
-        (*(f"{g}_{part}" for g in _BALANCE_GROUPS for part in ("value", "sd")), *_BALANCE_SMDS),
-        _balance,
-        ("subgroup", "covariate", "level"),
-        tuple(f"{g}_{part}" for g in _BALANCE_GROUPS for part in ("value", "sd")),
-    ),
-    ReleasedTable(
-        "sp_matching_summary",
-        ("controls_matched",),
-        ("cases", "referred_patients"),
-        ("share_of_cases",),
-        _matching,
-        ("controls_matched",),
-    ),
-    ReleasedTable(
-        "dq_source_system_summary",
-        ("source_system",),
-        (
-            "practices",
-            "deliveries_applied",
-            "deliveries_refused",
-            "rows_received",
-            "rows_loaded",
-            "rows_quarantined",
-            "study_patients",
-            "referred_patients",
+        ReleasedTable(
+            "sp_outcome_rates",
+            ("subgroup", "cohort", "measure", "window")
+            + ("patients", "matched_sets", "events", "person_years")
+            + ("rate_per_1000_py", "design_effect", "log_se", "ci_lower", "ci_upper"),
+            _outcome_rate,
+            ("subgroup", "cohort", "measure", "window"),
+            ("log_se",),
         ),
-        ("quarantined_percent", "sp_code_prevalence"),
-        _data_quality,
-        ("source_system",),
-    ),
-)
+        ReleasedTable(
+            "sp_effect_estimates",
+            ("subgroup", "measure", "estimate", "kind")
+            + ("referred_patients", "control_patients", "cases_with_controls", *_EFFECT_INPUTS)
+            + ("ratio", "design_effect", "log_se", "ci_lower", "ci_upper"),
+            _effect_estimate,
+            ("subgroup", "measure", "estimate"),
+            ("log_se", "ratio"),
+        ),
+        ReleasedTable(
+            "sp_covariate_balance",
+            ("subgroup", "covariate", "level", "statistic")
+            + (*_BALANCE_GROUPS, *(f"{g}_with_level" for g in _BALANCE_GROUPS))
+            + tuple(f"{g}_{part}" for g in _BALANCE_GROUPS for part in ("value", "sd"))
+            + tuple(_BALANCE_SMDS),
+            _balance,
+            ("subgroup", "covariate", "level"),
+            tuple(f"{g}_{part}" for g in _BALANCE_GROUPS for part in ("value", "sd")),
+        ),
+        ReleasedTable(
+            "sp_matching_summary",
+            ("controls_matched", "cases", "referred_patients", "share_of_cases"),
+            _matching,
+            ("controls_matched",),
+        ),
+        ReleasedTable(
+            "dq_source_system_summary",
+            ("source_system", "practices", "deliveries_applied", "deliveries_refused")
+            + ("rows_received", "rows_loaded", "rows_quarantined", "study_patients")
+            + ("referred_patients", "quarantined_percent", "sp_code_prevalence"),
+            _data_quality,
+            ("source_system",),
+        ),
+    )
+    return tuple(replace(table, study=study) for table in tables)
+
+
+RELEASED_TABLES = released_tables()
 
 
 def _check_not_identifying(tables: tuple[ReleasedTable, ...]) -> None:
@@ -401,6 +393,14 @@ def _provenance(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     }
 
 
+def published_study(con: duckdb.DuckDBPyConnection) -> Study:
+    """The study as the published build declared it: the project's vars with the build's."""
+    row = con.execute(
+        "select builds.dbt_vars from meta.publication inner join audit.builds using (build_id)"
+    ).fetchone()
+    return Study.of(json.loads(row[0]) if row and row[0] else None)
+
+
 def _replace_folder(staged: Path, out: Path) -> None:
     """Move a finished release into place; an existing folder must be a release itself."""
     if out.exists():
@@ -419,7 +419,7 @@ def _replace_folder(staged: Path, out: Path) -> None:
 
 
 def write_release(warehouse: Path, out: Path) -> dict[str, Any]:
-    """Write every table of RELEASED_TABLES under SDC, and the manifest, to `out`."""
+    """Write every table of `released_tables` under SDC, and the manifest, to `out`."""
     if not warehouse.is_file():
         raise FileNotFoundError(f"{warehouse} does not exist: run `sprx run` first")
     _check_not_identifying(RELEASED_TABLES)
@@ -428,10 +428,14 @@ def write_release(warehouse: Path, out: Path) -> dict[str, Any]:
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         with duckdb.connect(str(warehouse), read_only=True) as con:
+            study = published_study(con)
+            tables = released_tables(study)
+            _check_not_identifying(tables)
             manifest = {
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "warehouse": str(warehouse.resolve()),
                 **_provenance(con),
+                "study": study.summary(),
                 "rules": {
                     "suppression_threshold": disclosure.SUPPRESSION_THRESHOLD,
                     "rounding_multiple": disclosure.ROUNDING_MULTIPLE,
@@ -442,7 +446,7 @@ def write_release(warehouse: Path, out: Path) -> dict[str, Any]:
                 },
                 "files": [],
             }
-            for table in RELEASED_TABLES:
+            for table in tables:
                 rows = [table.release(exact) for exact in _exact_rows(con, table)]
                 sha256 = _write_csv(staged / f"{table.name}.csv", table.columns, rows)
                 manifest["files"].append(

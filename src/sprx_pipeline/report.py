@@ -15,52 +15,85 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from . import charts
+from . import charts, disclosure
 from .charts import PALETTE, Balance, BeforeAfter, Estimate, Series
 from .release import read_release
+from .study import declared
 
 Rows = list[dict[str, str]]
 
-MEASURES = {
-    "consultations": "GP consultations",
-    "ae_attendances": "A&E attendances",
-    "emergency_admissions": "Emergency admissions",
-}
 EFFECT = {"effect": ("Effect of referral (matched design)", "#123c5a")}
-ESTIMATES = {
-    "referred_post_vs_pre": ("Referred: year after / year before", PALETTE[1]),
-    "control_post_vs_pre": ("Controls: year after / year before", PALETTE[0]),
-    "ratio_of_ratios": ("Referred vs controls (ratio of ratios)", "#222222"),
-}
 ASSUMPTION = (
     "It assumes that, among patients of the same practice, sex, age band, "
     "deprivation quintile and homeless status with the same recent use, whether a "
     "patient was referred on a given day is unrelated to how their use would have "
     "gone without referral (no unmeasured confounding)."
 )
-COVARIATES = {
-    "age_at_index": "age at index",
-    "consultations_recent": "consultations, 90 days before",
-    "consultations_pre": "consultations, year before",
-    "ae_attendances_pre": "A&E attendances, year before",
-    "emergency_admissions_pre": "emergency admissions, year before",
-    "sex": "sex",
-    "imd_quintile": "IMD quintile",
-    "ethnicity": "ethnicity",
-    "region": "region",
-    "homeless_before": "homeless finding",
-}
-GROUPS = {
-    "age_band": "Age band",
-    "sex": "Sex",
-    "ethnicity": "Ethnicity",
-    "imd_quintile": "IMD quintile (1 = most deprived)",
-    "region": "Region",
-    "rural_urban": "Rurality",
-    "source_system": "GP system",
-    "homeless": "Homeless finding before the year",
-}
 PER_100K = 100_000
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+# Made a module-level value by `render` from the release's manifest (the study its build
+# declared: measures, breakdowns, windows, controls per case), so every label and sentence
+# of one report speaks of one study.
+_study: dict[str, Any] = declared().summary()
+
+
+def _measures() -> dict[str, str]:
+    """The released measures and their labels, in declared order."""
+    return {name: spec["label"] for name, spec in _study["measures"].items()}
+
+
+def _groups() -> dict[str, str]:
+    return dict(_study["breakdowns"])
+
+
+def _period(days: int) -> str:
+    """A window as prose: "year" for 365 days, else "<n> days"."""
+    return "year" if days == 365 else f"{days} days"
+
+
+def _window() -> str:
+    return _period(int(_study["window_days"]))
+
+
+def _number(n: int) -> str:
+    return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else f"{n:,}"
+
+
+def _estimates() -> dict[str, tuple[str, str]]:
+    window = _window()
+    return {
+        "referred_post_vs_pre": (f"Referred: {window} after / {window} before", PALETTE[1]),
+        "control_post_vs_pre": (f"Controls: {window} after / {window} before", PALETTE[0]),
+        "ratio_of_ratios": ("Referred vs controls (ratio of ratios)", "#222222"),
+    }
+
+
+def _covariates() -> dict[str, str]:
+    """Labels of the balance covariates (sp_covariate_balance; int_balance_person_trials)."""
+    window = _window()
+    return {
+        "age_at_index": "age at index",
+        "consultations_recent": f"consultations, {_period(int(_study['recent_use_days']))} before",
+        "consultations_pre": f"consultations, {window} before",
+        "ae_attendances_pre": f"A&E attendances, {window} before",
+        "emergency_admissions_pre": f"emergency admissions, {window} before",
+        "sex": "sex",
+        "imd_quintile": "IMD quintile",
+        "ethnicity": "ethnicity",
+        "region": "region",
+        "homeless_before": "homeless finding",
+    }
+
+
+def _sdc_note() -> str:
+    """The disclosure rules in a sentence, from the disclosure module's constants."""
+    return (
+        "Every number here was released under statistical disclosure control: counts of "
+        f"{disclosure.SUPPRESSION_THRESHOLD} or fewer are hidden and others rounded to the "
+        f"nearest {disclosure.ROUNDING_MULTIPLE}, and rates and ratios are recomputed from the "
+        "rounded counts."
+    )
+
 
 RENDER_CHECK = """
 <script>
@@ -115,7 +148,7 @@ def _num(cell: str | None) -> float | None:
 
 def _count(cell: str | None) -> str:
     value = _num(cell)
-    return "≤7" if value is None else f"{value:,.0f}"
+    return f"≤{disclosure.SUPPRESSION_THRESHOLD}" if value is None else f"{value:,.0f}"
 
 
 def _percent(cell: str | None) -> str:
@@ -158,14 +191,15 @@ def _tiles(tables: dict[str, Rows]) -> str:
     summary, effects = tables["sp_outcome_summary"], tables["sp_effect_estimates"]
     referred = _one(summary, cohort="referred", measure="consultations", window="pre")
     tiles = []
-    for measure in ("consultations", "ae_attendances"):
+    headline = [name for name, spec in _study["measures"].items() if spec["headline"]]
+    for measure in headline:
         row = _one(effects, subgroup="all", measure=measure, estimate="effect")
         value = _num(row.get("ratio"))
         change = "not released" if value is None else f"{(value - 1) * 100:+.0f}%"
         tiles.append(
             (
                 change,
-                f"{MEASURES[measure]}: effect of referral, rate after referral "
+                f"{_measures()[measure]}: effect of referral, rate after referral "
                 f"over the rate without it: {_estimate_text(row)}",
             )
         )
@@ -190,10 +224,11 @@ def _tiles(tables: dict[str, Rows]) -> str:
 
 
 def _forest(
-    effects: Rows, subgroup: str, title: str, kinds: dict[str, tuple[str, str]] = ESTIMATES
+    effects: Rows, subgroup: str, title: str, kinds: dict[str, tuple[str, str]] | None = None
 ) -> str:
+    kinds = kinds or _estimates()
     estimates = []
-    for measure, measure_label in MEASURES.items():
+    for measure, measure_label in _measures().items():
         for estimate, (label, colour) in kinds.items():
             row = _one(effects, subgroup=subgroup, measure=measure, estimate=estimate)
             estimates.append(
@@ -216,7 +251,7 @@ def _forest(
 
 def _before_after(rates: Rows) -> str:
     panels = []
-    for measure, label in MEASURES.items():
+    for measure, label in _measures().items():
         cohorts = []
         for cohort, name, colour in (
             ("referred", "Referred", PALETTE[1]),
@@ -259,7 +294,7 @@ def _series_by(
         points = [None if by_start.get(s) is None else transform(by_start[s]) for s in starts]
         label = {"true": "homeless", "false": "not homeless"}.get(value, value) or "all"
         if all(p is None for p in points):
-            label += " (≤7, not shown)"
+            label += f" (≤{disclosure.SUPPRESSION_THRESHOLD}, not shown)"
         series.append(Series(label, points))
     return series
 
@@ -285,7 +320,7 @@ def _uptake(measures: Rows) -> str:
             _series_by(measures, f"referred_yearly_by_{column}", column, yearly, per_100k),
             "per 100,000",
         )
-        for column, label in GROUPS.items()
+        for column, label in _groups().items()
     ]
     declines = charts.line_chart(
         "Declines as a share of SP codes, by GP system",
@@ -297,7 +332,8 @@ def _uptake(measures: Rows) -> str:
     )
     gaps = (
         '<p class="note">A grey tick instead of a column, or a break in a line, is a '
-        "month or year whose count was 7 or fewer, redacted in the release. Study years "
+        f"month or year whose count was {disclosure.SUPPRESSION_THRESHOLD} or fewer, redacted "
+        "in the release. Study years "
         "run from February to January.</p>"
     )
     return overall + gaps + _grid(*yearly_charts, declines)
@@ -356,7 +392,7 @@ def _matching(rows: Rows, balance: Rows) -> str:
 
 
 def _covariate_label(row: dict[str, str]) -> str:
-    label = COVARIATES.get(row["covariate"], row["covariate"])
+    label = _covariates().get(row["covariate"], row["covariate"])
     return f"{label} = {row['level']}" if row.get("level") else label
 
 
@@ -417,7 +453,12 @@ def _provenance(manifest: dict[str, Any]) -> str:
 
 
 def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
-    """The whole report as one HTML string."""
+    """The whole report as one HTML string, in the words of the study the release declares
+    (a release written before it carried one reads as the project declares it now)."""
+    global _study
+    _study = manifest.get("study") or declared().summary()
+    window, recent = _window(), _period(int(_study["recent_use_days"]))
+    controls = _number(int(_study["controls_per_case"]))
     period, codelist = manifest["data_period"], manifest["codelist"]
     effects = tables["sp_effect_estimates"]
     subtitle = (
@@ -427,12 +468,10 @@ def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
     )
     body = [
         _tiles(tables),
-        '<div class="sdc">Every number here was released under statistical disclosure '
-        "control: counts of 7 or fewer are hidden and others rounded to the nearest 5, and "
-        "rates and ratios are recomputed from the rounded counts.</div>",
+        f'<div class="sdc">{escape(_sdc_note())}</div>',
         _section(
             "The effect of referral",
-            "The rate of each kind of contact in the year after referral over the rate "
+            f"The rate of each kind of contact in the {window} after referral over the rate "
             "the same patients would have had without it, estimated from controls "
             "matched at the referral date on recent use (Mantel-Haenszel, by matched "
             "set). Below 1 means referral reduced use. " + escape(ASSUMPTION),
@@ -446,7 +485,7 @@ def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
         ),
         _section(
             "Before and after (descriptive)",
-            "Rate ratios of the year after referral to the year before, for referred "
+            f"Rate ratios of the {window} after referral to the {window} before, for referred "
             "patients and their controls, and their ratio. These describe change over "
             "time, not the effect of referral: patients are referred when their use is "
             "high, and high use falls by itself (regression to the mean), so a fall "
@@ -455,8 +494,8 @@ def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
         ),
         _section(
             "Rates before and after referral",
-            "Events per 1,000 person-years in the 365 days before and after the index "
-            "date, with 95% confidence intervals.",
+            f"Events per 1,000 person-years in the {_study['window_days']} days before and "
+            "after the index date, with 95% confidence intervals.",
             _before_after(tables["sp_outcome_rates"]),
         ),
         _section(
@@ -467,13 +506,13 @@ def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
         ),
         _section(
             "Matching and balance",
-            "Each eligible referred patient (registered for the "
-            "whole year before referral, not referred before) was matched, as of the "
-            "referral date, to up to five controls not yet referred, of the same practice, "
-            "sex, age band, deprivation quintile and homeless status, with similar "
-            "consultations in the 90 days and the rest of the year before and A&E "
-            "attendances in the year before. A control referred later leaves the "
-            "comparison at its own referral.",
+            f"Each eligible referred patient (registered for the whole {window} before "
+            "referral, not referred before) was matched, as of the referral date, to up to "
+            f"{controls} controls not yet referred, of the same practice, sex, age band, "
+            "deprivation quintile and homeless status, with similar consultations in the "
+            f"{recent} and the rest of the {window} before and A&E attendances in the "
+            f"{window} before. A control referred later leaves the comparison at its own "
+            "referral.",
             _matching(tables["sp_matching_summary"], tables["sp_covariate_balance"]),
         ),
         _section(

@@ -11,9 +11,13 @@ the codelist, the dbt vars, or the versions of dbt and DuckDB. These are hashed 
 fingerprint kept with each build.
 
 The scope is written to `audit.build_scopes` (one row per build) and `audit.build_practices`
-(the practices each build rebuilds; every practice on a full rebuild). The dbt models read the
-latest build's scope from there, not from a dbt var, so the CLI's single `dbt build` and
-Airflow's one-task-per-model Cosmos runs with fixed vars see the same scope.
+(the practices each build rebuilds; every practice on a full rebuild), the record the quality
+gate and the next build's plan read. dbt is told the scope, never left to look it up: every
+`dbt build` of a build gets the dbt var `sprx_build` (`dbt_vars`, the one place a build
+becomes vars), from `sprx build`'s command line, Airflow's Cosmos tasks (templated from the
+`start_build` task's XCom) and the Spark build alike. A var that names one build changes
+every build, so it is left out of the fingerprint (`PER_BUILD_VARS`), or no build could be
+incremental. dbt run by hand without it rebuilds everything (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ _NOT_PROJECT = {"target", "logs", "dbt_packages", "__pycache__", ".user.yml", "p
 _ENGINE_PACKAGES = ("dbt-core", "dbt-duckdb", "duckdb")
 _SPARK_PACKAGES = ("dbt-spark", "pyspark")
 _SUCCEEDED = ("success", "published")
+# The dbt var that tells dbt which build it runs and what that build rebuilds.
+BUILD_VAR = "sprx_build"
+# Vars that name one build, not what a build makes: never part of the fingerprint, and set by
+# the build itself, never taken from a caller's vars.
+PER_BUILD_VARS = frozenset({BUILD_VAR})
 
 
 @dataclass(frozen=True)
@@ -77,12 +86,17 @@ def fingerprint(
             str(path.relative_to(project_dir)).encode() + b"\0" + path.read_bytes() + b"\0"
         )
     versions = {name: metadata.version(name) for name in _ENGINE_PACKAGES}
-    parts = {"codelist": codelist_sha256, "vars": dbt_vars, "engine": versions}
+    parts = {"codelist": codelist_sha256, "vars": without_per_build(dbt_vars), "engine": versions}
     if engine != "duckdb":
         parts["engine_name"] = engine
         versions.update({name: _version(name) for name in _SPARK_PACKAGES})
     digest.update(json.dumps(parts, sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def without_per_build(dbt_vars: dict[str, Any]) -> dict[str, Any]:
+    """`dbt_vars` less the vars that name one build (`PER_BUILD_VARS`): what it builds."""
+    return {name: value for name, value in dbt_vars.items() if name not in PER_BUILD_VARS}
 
 
 def _version(package: str) -> str | None:
@@ -140,7 +154,7 @@ def plan(
 
 
 def record(con: duckdb.DuckDBPyConnection, build_id: str, scope: BuildScope) -> None:
-    """Write the scope where the dbt models read it (the latest row of audit.build_scopes)."""
+    """Record a build's scope in audit.build_scopes and audit.build_practices."""
     con.execute(
         "insert into audit.build_scopes values (?, now()::timestamp, ?, ?, ?, ?)",
         [build_id, scope.full_rebuild, scope.reason, scope.fingerprint, len(scope.practices)],
@@ -150,3 +164,32 @@ def record(con: duckdb.DuckDBPyConnection, build_id: str, scope: BuildScope) -> 
             "insert into audit.build_practices values (?, ?)",
             [(build_id, practice) for practice in scope.practices],
         )
+
+
+def recorded(con: duckdb.DuckDBPyConnection, build_id: str) -> BuildScope:
+    """The scope `record` wrote for `build_id` (for a build opened in one task and run in
+    another); ValueError if the build has none."""
+    row = con.execute(
+        "select full_rebuild, reason, fingerprint from audit.build_scopes where build_id = ?",
+        [build_id],
+    ).fetchone()
+    if row is None:
+        raise ValueError(f"build {build_id} has no recorded scope in audit.build_scopes")
+    practices = con.execute(
+        "select practice_id from audit.build_practices where build_id = ? order by 1", [build_id]
+    ).fetchall()
+    return BuildScope(row[0], row[1], row[2], tuple(p for (p,) in practices))
+
+
+def dbt_vars(build_id: str, planned: BuildScope) -> dict[str, str]:
+    """The dbt var that passes a build to dbt: its id, whether it rebuilds everything, and
+    otherwise the practices it rebuilds (macros/build_scope.sql reads it).
+
+    The value is JSON text, not a mapping, because Airflow renders a templated Cosmos var as
+    text: `sprx build` and the Cosmos tasks then hand dbt the same string. A full rebuild
+    lists no practices (dbt takes every practice with an applied delivery), so the var stays
+    small however large the network; an incremental build lists only what changed."""
+    build: dict[str, Any] = {"id": build_id, "full_rebuild": planned.full_rebuild}
+    if not planned.full_rebuild:
+        build["practices"] = list(planned.practices)
+    return {BUILD_VAR: json.dumps(build, sort_keys=True)}

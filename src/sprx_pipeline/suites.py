@@ -44,6 +44,7 @@ from .contract import (
     SEXES,
     STAFF_ROLES,
 )
+from .study import declared
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 
@@ -61,11 +62,11 @@ UNKNOWN_SEX_PCT = 1.0
 QUARANTINE_SHARE_MAX = 0.05  # OHDSI DQD's default: 5% of rows failing
 NUMERIC_VALUE_RANGE = (-1.0e5, 1.0e5)
 MIN_PERSON_YEARS_FOR_RATES = 100.0  # rates over fewer person-years are too noisy to judge
-PLAUSIBLE_RATE_PER_1000_PY = {  # domain.md: ~5.5 consultations and ~0.35 A&E a person-year;
-    "consultations": (1_000.0, 40_000.0),  # referred patients consult far more
-    "ae_attendances": (50.0, 5_000.0),
-    "emergency_admissions": (5.0, 3_000.0),
-}
+# The declared study (dbt_project.yml vars): measures, age bands and breakdowns.
+STUDY = declared()
+# Each measure's plausible rate range is declared with it (domain.md: ~5.5 consultations and
+# ~0.35 A&E attendances a person-year).
+PLAUSIBLE_RATE_PER_1000_PY = {m.name: m.plausible_rate_per_1000_py for m in STUDY.measures}
 MIN_REGISTERED_FOR_UPTAKE = 1_000
 MAX_ABS_SMD_AFTER_MATCHING = 0.1  # OHDSI CohortMethod's (and Austin's) usual balance limit
 MAX_MONTHLY_UPTAKE_PER_100K = 1_000.0  # 1% of a list referred in one month is implausible
@@ -372,11 +373,7 @@ def _non_negative_counts(columns: list[str]) -> list[Expectation]:
     return [_at_least(c, 0, (CONFORMANCE, COMPUTATIONAL)) for c in columns]
 
 
-OUTCOME_COUNTS = [
-    f"{w}_{m}"
-    for w in ("pre", "post")
-    for m in ("consultations", "ae_attendances", "emergency_admissions")
-]
+OUTCOME_COUNTS = STUDY.outcome_count_columns()
 
 
 def mart_suites() -> dict[str, list[Expectation]]:
@@ -411,9 +408,7 @@ def mart_suites() -> dict[str, list[Expectation]]:
             _between("pre_days", 0, window, (CONFORMANCE, COMPUTATIONAL)),
             _between("post_days", 0, window, (CONFORMANCE, COMPUTATIONAL)),
             _between("age_at_index", 0, OLDEST_AGE, (PLAUSIBILITY, ATEMPORAL)),
-            _allowed(
-                "age_band", ["0-17", "18-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80+"]
-            ),
+            _allowed("age_band", STUDY.age_band_labels),
             *_non_negative_counts(OUTCOME_COUNTS),
         ],
         "marts.sp_matched_controls": [
@@ -463,10 +458,7 @@ def mart_suites() -> dict[str, list[Expectation]]:
         "marts.sp_uptake_monthly": [
             _unique("month", "group_type", "group_value"),
             _present("group_value"),
-            _allowed(
-                "group_type",
-                ["all", "age_band", "sex", "ethnicity", "imd_quintile", "region", "source_system"],
-            ),
+            _allowed("group_type", ["all", *STUDY.monthly_breakdowns]),
             *_dated_within("month", *study),
             *_non_negative_counts(
                 ["referred_patients", "declined_patients", "registered_patients"]

@@ -2,15 +2,14 @@
 -- (sqlfluff 4.4's DuckDB dialect cannot parse GROUPING SETS; the rest of the file is linted.)
 -- Who is referred, in the shape of OpenSAFELY ehrQL measures output: one row per measure,
 -- interval and group, with numerator, denominator and ratio, and one column per grouping
--- (empty when the measure is not grouped by it). Measures, each monthly and yearly, overall
--- and by one group at a time:
+-- (empty when the measure is not grouped by it): the declared breakdowns (var breakdowns).
+-- Measures, each monthly and yearly, overall and by one group at a time:
 --   referred_<period>[_by_<group>]: patients with a referral while registered in the interval
 --     / patients registered on at least one day of it;
 --   declined_share_<period>[_by_<group>]: declined codes / referral and declined codes
 --     recorded while registered in the interval.
 
-{%- set groups = ['age_band', 'sex', 'ethnicity', 'imd_quintile', 'region', 'rural_urban',
-                  'source_system', 'homeless'] %}
+{%- set groups = breakdowns() %}
 
 with practice_cells as (
     select * from {{ ref('int_measure_practice_cells') }}

@@ -1,7 +1,7 @@
 -- Events, registered person-years and rates per 1,000 person-years for each cohort,
 -- measure and window. Person-years are registered days / 365.25.
 
-{%- set measures = ['consultations', 'ae_attendances', 'emergency_admissions'] %}
+{%- set measures = outcome_measures() %}
 
 with cohort_outcomes as (
     select * from {{ ref('int_cohort_outcomes') }}

@@ -1,9 +1,10 @@
--- Uptake of social prescribing by month, overall and by group.
+-- Uptake of social prescribing by month, overall and by each monthly breakdown (var
+-- breakdowns).
 -- registered_patients: registered on the 15th of the month; referred_patients and
 -- declined_patients: with such an event in the month while registered.
 -- The per-practice counts come from int_uptake_practice_months; this sums them.
 
-{%- set groups = ['age_band', 'sex', 'ethnicity', 'imd_quintile', 'region', 'source_system'] %}
+{%- set groups = breakdowns(monthly=true) %}
 
 with practice_months as (
     select * from {{ ref('int_uptake_practice_months') }}
@@ -12,17 +13,12 @@ with practice_months as (
 cells as (
     select
         month,
-        age_band,
-        sex,
-        ethnicity,
-        imd_quintile,
-        region,
-        source_system,
+        {{ groups | join(',\n        ') }},
         sum(referred_patients) as referred_patients,
         sum(declined_patients) as declined_patients,
         sum(registered_patients) as registered_patients
     from practice_months
-    group by month, age_band, sex, ethnicity, imd_quintile, region, source_system
+    group by month, {{ groups | join(', ') }}
 ),
 
 by_group as (

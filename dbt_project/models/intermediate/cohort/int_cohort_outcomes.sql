@@ -2,8 +2,8 @@
 -- each window. Shared by the referred patients' and the controls' marts, so both are
 -- measured by the same code.
 
-{%- set measures = ['consultations', 'ae_attendances', 'emergency_admissions'] %}
-{%- set modes = ['face_to_face', 'telephone', 'video', 'home_visit', 'other'] %}
+{%- set measures = outcome_measures() %}
+{%- set modes = var('consultation_modes') %}
 
 with person_time as (
     select * from {{ ref('int_cohort_person_time') }} where {{ in_build_scope() }}
@@ -28,10 +28,12 @@ counts as (
         sum(case when window_name = '{{ window_name }}' and measure = '{{ measure }}'
             then events else 0 end) as {{ window_name }}_{{ measure }},
         {%- endfor %}
+        {%- for measure in measures_by_mode() %}
         {%- for mode in modes %}
-        sum(case when window_name = '{{ window_name }}' and measure = 'consultations'
+        sum(case when window_name = '{{ window_name }}' and measure = '{{ measure }}'
             and mode = '{{ mode }}' then events else 0 end)
-            as {{ window_name }}_consultations_{{ mode }},
+            as {{ window_name }}_{{ measure }}_{{ mode }},
+        {%- endfor %}
         {%- endfor %}
         {%- endfor %}
         count(*) as event_groups
@@ -62,13 +64,10 @@ select
     person_time.complete_follow_up,
     person_time.censored_at_referral,
     {%- for window_name in ['pre', 'post'] %}
-    {%- for measure in measures %}
-    cast(coalesce(counts.{{ window_name }}_{{ measure }}, 0) as {{ dbt.type_bigint() }})
-        as {{ window_name }}_{{ measure }},
-    {%- endfor %}
-    {%- for mode in modes %}
-    cast(coalesce(counts.{{ window_name }}_consultations_{{ mode }}, 0) as {{ dbt.type_bigint() }})
-        as {{ window_name }}_consultations_{{ mode }}{{ ',' if not (loop.last and window_name == 'post') }}
+    {%- set window_loop = loop %}
+    {%- for column in window_count_columns(window_name) %}
+    cast(coalesce(counts.{{ column }}, 0) as {{ dbt.type_bigint() }})
+        as {{ column }}{{ ',' if not (loop.last and window_loop.last) }}
     {%- endfor %}
     {%- endfor %}
 from person_time

@@ -3,7 +3,7 @@
 -- (the case) and the controls drawn for them; every set is in subgroup `all`, and sets whose
 -- case had a homeless finding before index are also in subgroup `homeless`.
 
-{%- set measures = ['consultations', 'ae_attendances', 'emergency_admissions'] %}
+{%- set measures = outcome_measures() %}
 
 with cohort_outcomes as (
     select * from {{ ref('int_cohort_outcomes') }}

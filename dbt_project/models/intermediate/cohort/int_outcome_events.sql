@@ -1,31 +1,26 @@
--- Health-service use as one event stream: consultations (all modes), A&E attendances and
--- emergency admissions, keyed by their record ids.
+-- Health-service use as one event stream: the events of every declared outcome measure
+-- (var outcome_measures: its source table and filter), keyed by their record ids, with the
+-- consultation mode for the measures counted by mode.
 
-with consultations as (
-    select * from {{ ref('stg_gp_extract__consultations') }}
-),
+{%- set sources = var('outcome_sources') %}
 
-hospital_attendances as (
-    select * from {{ ref('stg_gp_extract__hospital_attendances') }}
-)
+{%- for measure, spec in var('outcome_measures').items() %}
+{%- set source = sources[spec['source']] %}
 
 select
     practice_id,
     patient_id,
-    consultation_date as event_date,
-    'consultations' as measure,
-    consultation_id as record_id,
-    mode
-from consultations
-
-union all
-
-select
-    practice_id,
-    patient_id,
-    attendance_date as event_date,
-    case setting when 'ae' then 'ae_attendances' else 'emergency_admissions' end as measure,
-    attendance_id as record_id,
+    {{ source['event_date'] }} as event_date,
+    '{{ measure }}' as measure,
+    {{ source['record_id'] }} as record_id,
+    {% if spec.get('by_mode') -%}
+    {{ source['mode'] }}{{ ' as mode' if source['mode'] != 'mode' }}
+    {%- else -%}
     cast(null as {{ dbt.type_string() }}) as mode
-from hospital_attendances
-where setting in ('ae', 'emergency_admission')
+    {%- endif %}
+from {{ ref(source['model']) }}
+{%- if spec.get('filter') %}
+where {{ spec['filter'] }}
+{%- endif %}
+{{ 'union all' if not loop.last }}
+{%- endfor %}

@@ -1,11 +1,13 @@
 -- The uptake measures' population counted per practice, measure interval and breakdown cell:
 -- patients registered on at least one day of the interval, those with a referral while
--- registered in it, and their referral and declined codes. Groups: age in the interval's
--- first year; `unknown` when missing; homeless when a homeless finding was recorded before
--- the interval starts. Every count adds up across cells (a patient is in one cell per
+-- registered in it, and their referral and declined codes. Groups (var breakdowns): age in
+-- the interval's first year; `unknown` when missing; homeless when a homeless finding was
+-- recorded before the interval starts. Every count adds up across cells (a patient is in one cell per
 -- interval), so sp_measures sums these rather than the 46 million patient intervals of
 -- 1,000,000 patients (3.2 million cells), and an incremental build recounts only the
 -- practices it rebuilds.
+
+{%- set groups = breakdowns() %}
 
 with intervals as (
     select * from {{ ref('int_measure_intervals') }}
@@ -65,16 +67,17 @@ patient_intervals as (
         case when coalesce(coded.referral_codes, 0) > 0 then 1 else 0 end as referred,
         coalesce(coded.referral_codes, 0) as referral_codes,
         coalesce(coded.declined_codes, 0) as declined_codes,
+        {%- for group in groups %}
+        {%- if group == 'age_band' %}
         {{ age_band('extract(year from registered.interval_start) - attributes.year_of_birth') }}
-            as age_band,
-        attributes.sex,
-        attributes.ethnicity,
-        coalesce(cast(attributes.imd_quintile as {{ dbt.type_string() }}), 'unknown')
-            as imd_quintile,
-        coalesce(attributes.region, 'unknown') as region,
-        coalesce(attributes.rural_urban, 'unknown') as rural_urban,
-        attributes.source_system,
-        coalesce(homeless.first_homeless_date < registered.interval_start, false) as homeless
+            as age_band{{ ',' if not loop.last }}
+        {%- elif group == 'homeless' %}
+        coalesce(homeless.first_homeless_date < registered.interval_start, false)
+            as homeless{{ ',' if not loop.last }}
+        {%- else %}
+        {{ breakdown_column(group, 'attributes.' ~ group) }}{{ ',' if not loop.last }}
+        {%- endif %}
+        {%- endfor %}
     from registered
     inner join attributes
         on attributes.practice_id = registered.practice_id
@@ -94,19 +97,11 @@ select
     interval_start,
     interval_end,
     practice_id,
-    age_band,
-    sex,
-    ethnicity,
-    imd_quintile,
-    region,
-    rural_urban,
-    source_system,
-    homeless,
+    {{ groups | join(',\n    ') }},
     count(*) as registered,
     sum(referred) as referred,
     sum(referral_codes) as referral_codes,
     sum(declined_codes) as declined_codes
 from patient_intervals
 group by
-    period, interval_start, interval_end, practice_id, age_band, sex, ethnicity,
-    imd_quintile, region, rural_urban, source_system, homeless
+    period, interval_start, interval_end, practice_id, {{ groups | join(', ') }}

@@ -1,7 +1,17 @@
--- Uptake counts per practice, month and breakdown cell: the per-practice part of
+-- Uptake counts per practice, month and monthly breakdown cell (var breakdowns): the per-practice part of
 -- sp_uptake_monthly, which sums it over practices.
 -- registered_patients: registered on the 15th of the month; referred_patients and
 -- declined_patients: with such an event in the month while registered.
+
+{%- set groups = breakdowns(monthly=true) %}
+{%- if 'homeless' in groups %}
+{{ exceptions.raise_compiler_error('breakdown homeless is not monthly: sp_uptake_monthly has no homeless dates') }}
+{%- endif %}
+{#- The patient attributes the monthly breakdowns come from (age bands: year of birth). #}
+{%- set attributes = [] %}
+{%- for group in groups %}
+{%- do attributes.append('year_of_birth' if group == 'age_band' else group) %}
+{%- endfor %}
 
 with spans as (
     select * from {{ ref('int_registered_spans') }} where {{ in_build_scope() }}
@@ -51,12 +61,9 @@ span_months as (
 registered_groups as (
     select
         attributes.practice_id,
-        attributes.year_of_birth,
-        attributes.sex,
-        attributes.ethnicity,
-        attributes.imd_quintile,
-        attributes.region,
-        attributes.source_system,
+        {%- for attribute in attributes %}
+        attributes.{{ attribute }},
+        {%- endfor %}
         span_months.first_month,
         span_months.last_month,
         count(*) as patients
@@ -65,19 +72,16 @@ registered_groups as (
         on attributes.practice_id = span_months.practice_id
         and attributes.patient_id = span_months.patient_id
     where span_months.first_month <= span_months.last_month
-    group by 1, 2, 3, 4, 5, 6, 7, 8, 9
+    group by {{ positions(attributes | length + 3) }}
 ),
 
 registered as (
     select
         registered_groups.practice_id,
         months.month,
-        registered_groups.year_of_birth,
-        registered_groups.sex,
-        registered_groups.ethnicity,
-        registered_groups.imd_quintile,
-        registered_groups.region,
-        registered_groups.source_system,
+        {%- for attribute in attributes %}
+        registered_groups.{{ attribute }},
+        {%- endfor %}
         0 as referred,
         0 as declined,
         registered_groups.patients as registered
@@ -102,12 +106,9 @@ coded as (
     select
         coded_in_month.practice_id,
         coded_in_month.month,
-        attributes.year_of_birth,
-        attributes.sex,
-        attributes.ethnicity,
-        attributes.imd_quintile,
-        attributes.region,
-        attributes.source_system,
+        {%- for attribute in attributes %}
+        attributes.{{ attribute }},
+        {%- endfor %}
         coded_in_month.referred,
         coded_in_month.declined,
         0 as registered
@@ -127,14 +128,15 @@ patient_counts as (
 select
     practice_id,
     month,
+    {%- for group in groups %}
+    {%- if group == 'age_band' %}
     {{ age_band('extract(year from month) - year_of_birth') }} as age_band,
-    sex,
-    ethnicity,
-    coalesce(cast(imd_quintile as {{ dbt.type_string() }}), 'unknown') as imd_quintile,
-    coalesce(region, 'unknown') as region,
-    source_system,
+    {%- else %}
+    {{ breakdown_column(group, group) }},
+    {%- endif %}
+    {%- endfor %}
     cast(sum(referred) as {{ dbt.type_bigint() }}) as referred_patients,
     cast(sum(declined) as {{ dbt.type_bigint() }}) as declined_patients,
     cast(sum(registered) as {{ dbt.type_bigint() }}) as registered_patients
 from patient_counts
-group by 1, 2, 3, 4, 5, 6, 7, 8
+group by {{ positions(groups | length + 2) }}
