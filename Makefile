@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LIGHT := $(VENV)/.installed-light
 FULL := $(VENV)/.installed-full
+LINT_TOOLS := $(VENV)/.installed-lint
 LANDING ?= data/landing
 WAREHOUSE ?= data/warehouse/sprx.duckdb
 PATIENTS ?= 40000
@@ -16,7 +17,7 @@ NEWEST_PYTHON ?= $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin/python3.
 NEWEST_VENV ?= .venv-newest
 NEWEST_TESTS ?= tests/test_install.py tests/test_linkage.py tests/test_cli.py tests/test_quality.py tests/test_results.py tests/test_ingest.py tests/test_dags.py::test_a_refused_delivery_fails_only_its_own_mapped_task
 
-.PHONY: setup setup-light data-docs-assets system-packages demo test test-newest-python lint clean bench validate
+.PHONY: setup setup-light data-docs-assets system-packages demo test test-newest-python lint docs clean bench validate
 
 # The full set, for `make test`: the light install plus Airflow, Cosmos, the PostgreSQL
 # provider, the Spark engine (dbt-spark, PySpark) and the test tools, and the Debian packages
@@ -56,6 +57,12 @@ $(LIGHT): requirements.lock pyproject.toml setup.py | $(BIN)/python
 
 $(FULL): requirements.lock pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c requirements.lock --no-build-isolation -e ".[airflow,test,spark,lint]"
+	touch $@ $(LIGHT) $(LINT_TOOLS)
+
+# What `make lint` needs: the light install (dbt for `dbt parse` and the templater) and the
+# lint tools; no Airflow, Spark or test tools.
+$(LINT_TOOLS): requirements.lock pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c requirements.lock --no-build-isolation -e ".[lint]"
 	touch $@ $(LIGHT)
 
 # The files GX Data Docs load from CDNs, as pinned npm tarballs (vendor/data-docs/); without
@@ -79,15 +86,21 @@ test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # `make lint`: ruff (check and format) for Python; `dbt parse` for the project; sqlfluff with the
-# dbt templater for the models and singular tests (.sqlfluff says which rules and why). It parses
+# dbt templater for the models and singular tests (.sqlfluff says which rules and why); and that
+# docs/methods.md's tables of the study are what the declaration generates (`make docs`). It parses
 # into a scratch target folder, so it never touches a build's artefacts or a warehouse.
 LINT_DBT := SPRX_DUCKDB_PATH=$(CURDIR)/.cache/lint/lint.duckdb DBT_TARGET_PATH=$(CURDIR)/.cache/lint/target DBT_LOG_PATH=$(CURDIR)/.cache/lint/logs
-lint: setup
+lint: $(LINT_TOOLS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@mkdir -p .cache/lint
 	cd dbt_project && $(LINT_DBT) ../$(BIN)/dbt parse --quiet --profiles-dir . --project-dir .
 	$(LINT_DBT) $(BIN)/sqlfluff lint dbt_project/models
+	$(BIN)/python -m sprx_pipeline.study_docs --check
+
+# `make docs`: rewrite docs/methods.md's tables of the declared study from dbt_project.yml's vars.
+docs: $(LIGHT)
+	$(BIN)/python -m sprx_pipeline.study_docs
 
 # CI's run on the newest Python: the full set installed from the same lock into its own venv,
 # then the tests that cover the light install, ingest, dbt, the quality gate, the results and

@@ -5,7 +5,10 @@ The project is copied to a temporary folder (SPRX_PROJECT_ROOT points the CLI at
 measure is added to its `outcome_measures` (elective admissions: hospital attendances whose
 setting is elective_admission, which the extract contract allows and no measure counts yet),
 the suites are regenerated from the declaration (`python -m sprx_pipeline.suites`, as after
-any edit), and the tiny extract is run, released and reported through the CLI.
+any edit), and the tiny extract is run, released and reported through the CLI; the docs'
+tables of the declaration are regenerated from the copy (`python -m sprx_pipeline.study_docs`).
+The new measure is declared a headline, so the run's summary and the report's tiles lead with
+it too.
 
 By hand: the tiny extract's one elective admission, H04, is EDGE's on 2017-07-01, 16 days
 after its index date 2017-06-15: one post-window event of a referred patient, none before,
@@ -25,9 +28,8 @@ import duckdb
 import pytest
 from tiny_extract import write_tiny_extract
 
+from sprx_pipeline import study_docs
 from sprx_pipeline.config import PROJECT_ROOT, data_docs_assets
-
-pytestmark = pytest.mark.slow
 
 SPRX = str(Path(sys.executable).with_name("sprx"))
 NEW_MEASURE = """\
@@ -35,6 +37,7 @@ NEW_MEASURE = """\
       label: "Elective admissions"
       source: hospital_attendances
       filter: "setting = 'elective_admission'"
+      headline: true
       plausible_rate_per_1000_py: [1.0, 2000.0]
 """
 
@@ -68,6 +71,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_a_measure_declared_once_reaches_marts_release_and_report(tmp_path: Path) -> None:
     project = _copy_project(tmp_path / "project")
     _declare_measure(project)
@@ -81,7 +85,9 @@ def test_a_measure_declared_once_reaches_marts_release_and_report(tmp_path: Path
     release, report = tmp_path / "release", tmp_path / "report.html"
 
     _run(env, sys.executable, "-m", "sprx_pipeline.suites")
-    _run(env, SPRX, "run", "--landing", str(landing), "--warehouse", str(warehouse))
+    run = _run(env, SPRX, "run", "--landing", str(landing), "--warehouse", str(warehouse))
+    methods = shutil.copy(PROJECT_ROOT / "docs" / "methods.md", tmp_path / "methods.md")
+    _run(env, sys.executable, "-m", "sprx_pipeline.study_docs", "--doc", str(methods))
     _run(env, SPRX, "release", "--warehouse", str(warehouse), "--out", str(release))
     _run(env, SPRX, "report", "--release", str(release), "--out", str(report))
 
@@ -134,4 +140,19 @@ def test_a_measure_declared_once_reaches_marts_release_and_report(tmp_path: Path
         r["measure"] == "elective_admissions" for r in _rows(release / "sp_effect_estimates.csv")
     )
     html = report.read_text(encoding="utf-8")
-    assert "Elective admissions" in html
+    assert "Elective admissions: effect of referral" in html  # its headline tile
+    assert "Elective admissions: effect of referral (95% CI)" in run.stdout
+    assert (
+        "| `elective_admissions` | Elective admissions | `hospital_attendances` "
+        "| `setting = 'elective_admission'` |  | yes | 1 to 2,000 |"
+    ) in Path(methods).read_text(encoding="utf-8")
+
+
+def test_the_docs_tables_of_the_study_are_generated_from_the_declaration() -> None:
+    """docs/methods.md's tables of measures, breakdowns, windows and released classes are
+    what `python -m sprx_pipeline.study_docs` writes from dbt_project.yml's vars now."""
+    assert study_docs.main(["--check"]) == 0
+    block = study_docs.render()
+    assert "| `controls_per_case` | 5 |" in block
+    assert "| `imd_quintile` | IMD quintile (1 = most deprived) | yes | `unknown` |" in block
+    assert "| count | redacted at 7 or fewer, others rounded to the nearest 5 |" in block

@@ -33,6 +33,7 @@ import duckdb
 from .config import WarehousePaths, publish_storage_version
 from .faults import crash_point
 from .quality import DATA_DOCS, SUMMARY_PAGE
+from .study import declared
 
 PUBLISHED_SCHEMAS = ("marts", "audit", "codelists")
 
@@ -203,12 +204,15 @@ def published_summary(path: Path) -> dict[str, Any]:
         def one(sql: str) -> Any:
             return con.execute(sql).fetchone()[0]
 
-        rates = dict(
-            con.execute(
-                'select "window", rate_per_1000_py from marts.sp_outcome_summary '
-                "where cohort = 'referred' and measure = 'consultations'"
+        primary = declared().primary_measure
+        rates = {
+            (cohort, window): rate
+            for cohort, window, rate in con.execute(
+                'select cohort, "window", rate_per_1000_py from marts.sp_outcome_summary '
+                "where measure = ?",
+                [primary],
             ).fetchall()
-        )
+        }
         checks, warnings, failed = con.execute(
             "with latest as (select stage, max(checked_at) as at from audit.quality_checks "
             "group by stage) select count(*), count(*) filter (where status = 'warn'), "
@@ -216,12 +220,6 @@ def published_summary(path: Path) -> dict[str, Any]:
             "join latest on latest.stage = q.stage and latest.at = q.checked_at"
         ).fetchone()
         quality_dir = WarehousePaths.at(path).quality_dir
-        control_rates = dict(
-            con.execute(
-                'select "window", rate_per_1000_py from marts.sp_outcome_summary '
-                "where cohort = 'control' and measure = 'consultations'"
-            ).fetchall()
-        )
         return {
             "warehouse": str(path),
             "deliveries_applied": one(
@@ -242,19 +240,21 @@ def published_summary(path: Path) -> dict[str, Any]:
             "quality_checks": f"{checks} ({warnings} warnings, {failed} failed)",
             "quality_summary": str(quality_dir / SUMMARY_PAGE),
             "data_docs": str(quality_dir / DATA_DOCS),
-            "referred_pre_consultations_per_1000_py": rates.get("pre"),
-            "referred_post_consultations_per_1000_py": rates.get("post"),
-            "control_pre_consultations_per_1000_py": control_rates.get("pre"),
-            "control_post_consultations_per_1000_py": control_rates.get("post"),
-            **_consultation_effects(con),
+            **{
+                f"{cohort}_{window}_{primary}_per_1000_py": rates.get((cohort, window))
+                for cohort in ("referred", "control")
+                for window in ("pre", "post")
+            },
+            **_effects(con),
         }
     finally:
         con.close()
 
 
-def _consultation_effects(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """The effect of referral (the matched design's causal estimate) first, then the share
-    of cases matched and the descriptive before/after ratios, with 95% CIs, for the summary."""
+def _effects(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The effect of referral (the matched design's causal estimate) on each headline measure
+    first, then the share of cases matched, then the descriptive before/after ratios of the
+    first headline measure, with 95% CIs, labelled as the study declares its measures."""
     rows = con.execute(
         "select measure, estimate, ratio, ci_lower, ci_upper "
         "from marts.sp_effect_estimates where subgroup = 'all'"
@@ -263,32 +263,30 @@ def _consultation_effects(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         (measure, estimate): (ratio, lower, upper)
         for measure, estimate, ratio, lower, upper in rows
     }
-    labels = {
-        ("consultations", "effect"): "consultations: effect of referral (95% CI)",
-        ("ae_attendances", "effect"): "A&E attendances: effect of referral (95% CI)",
-        (
-            "consultations",
-            "referred_post_vs_pre",
-        ): "referred consultations after/before, descriptive (95% CI)",
-        (
-            "consultations",
-            "control_post_vs_pre",
-        ): "control consultations after/before, descriptive (95% CI)",
-        ("consultations", "ratio_of_ratios"): "consultations ratio of ratios, descriptive (95% CI)",
+    study = declared()
+    label = {m.name: m.label for m in study.measures}
+    primary = study.primary_measure
+    summary = {
+        f"{label[name]}: effect of referral (95% CI)": _estimate(found.get((name, "effect")))
+        for name in study.headline_measures
     }
-    summary = {}
-    for key, label in labels.items():
-        ratio, lower, upper = found.get(key, (None, None, None))
-        summary[label] = (
-            "n/a"
-            if ratio is None
-            else f"{ratio:.2f}"
-            if lower is None
-            else f"{ratio:.2f} ({lower:.2f}-{upper:.2f})"
-        )
-        if key == ("ae_attendances", "effect"):
-            summary["cases matched (of eligible)"] = _matched_share(con)
+    summary["cases matched (of eligible)"] = _matched_share(con)
+    descriptive = {
+        "referred_post_vs_pre": f"referred {label[primary]} after/before",
+        "control_post_vs_pre": f"control {label[primary]} after/before",
+        "ratio_of_ratios": f"{label[primary]} ratio of ratios",
+    }
+    for estimate, words in descriptive.items():
+        summary[f"{words}, descriptive (95% CI)"] = _estimate(found.get((primary, estimate)))
     return summary
+
+
+def _estimate(found: tuple[float | None, float | None, float | None] | None) -> str:
+    """A ratio with its interval as text, "n/a" when not estimated."""
+    ratio, lower, upper = found or (None, None, None)
+    if ratio is None:
+        return "n/a"
+    return f"{ratio:.2f}" if lower is None else f"{ratio:.2f} ({lower:.2f}-{upper:.2f})"
 
 
 def _matched_share(con: duckdb.DuckDBPyConnection) -> str:

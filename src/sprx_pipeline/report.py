@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -31,19 +32,75 @@ ASSUMPTION = (
 )
 PER_100K = 100_000
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-# Made a module-level value by `render` from the release's manifest (the study its build
-# declared: measures, breakdowns, windows, controls per case), so every label and sentence
-# of one report speaks of one study.
-_study: dict[str, Any] = declared().summary()
 
 
-def _measures() -> dict[str, str]:
-    """The released measures and their labels, in declared order."""
-    return {name: spec["label"] for name, spec in _study["measures"].items()}
+@dataclass(frozen=True)
+class ReportStudy:
+    """The study a release declares (its manifest's `study`: measures, breakdowns, windows,
+    controls per case), in the words the report uses. Passed to every part of one report so
+    that all its labels and sentences speak of that one study."""
 
+    summary: dict[str, Any]
 
-def _groups() -> dict[str, str]:
-    return dict(_study["breakdowns"])
+    @classmethod
+    def of(cls, manifest: dict[str, Any]) -> ReportStudy:
+        """The release's study; a release written before it carried one reads as the project
+        declares it now."""
+        return cls(manifest.get("study") or declared().summary())
+
+    @property
+    def measures(self) -> dict[str, str]:
+        """The released measures and their labels, in declared order."""
+        return {name: spec["label"] for name, spec in self.summary["measures"].items()}
+
+    @property
+    def headline_measures(self) -> list[str]:
+        return [name for name, spec in self.summary["measures"].items() if spec["headline"]]
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """The breakdown groups and their labels."""
+        return dict(self.summary["breakdowns"])
+
+    @property
+    def window_days(self) -> int:
+        return int(self.summary["window_days"])
+
+    @property
+    def window(self) -> str:
+        return _period(self.window_days)
+
+    @property
+    def recent(self) -> str:
+        return _period(int(self.summary["recent_use_days"]))
+
+    @property
+    def controls(self) -> str:
+        return _number(int(self.summary["controls_per_case"]))
+
+    def estimates(self) -> dict[str, tuple[str, str]]:
+        """The descriptive before/after estimates, their labels and colours."""
+        window = self.window
+        return {
+            "referred_post_vs_pre": (f"Referred: {window} after / {window} before", PALETTE[1]),
+            "control_post_vs_pre": (f"Controls: {window} after / {window} before", PALETTE[0]),
+            "ratio_of_ratios": ("Referred vs controls (ratio of ratios)", "#222222"),
+        }
+
+    def covariate_label(self, covariate: str) -> str:
+        """The label of a balance covariate (sp_covariate_balance) in the study's words: a
+        measure's count over the window before (`<measure>_pre`) by the measure's label, a
+        breakdown group's by the group's."""
+        measure = covariate.removesuffix("_pre")
+        if covariate.endswith("_pre") and measure in self.measures:
+            return f"{self.measures[measure]}, {self.window} before"
+        if covariate == "consultations_recent":
+            return f"{self.measures.get('consultations', 'consultations')}, {self.recent} before"
+        if covariate in self.groups:
+            return self.groups[covariate]
+        return {"age_at_index": "age at index", "homeless_before": "homeless finding"}.get(
+            covariate, covariate.replace("_", " ")
+        )
 
 
 def _period(days: int) -> str:
@@ -51,38 +108,8 @@ def _period(days: int) -> str:
     return "year" if days == 365 else f"{days} days"
 
 
-def _window() -> str:
-    return _period(int(_study["window_days"]))
-
-
 def _number(n: int) -> str:
     return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else f"{n:,}"
-
-
-def _estimates() -> dict[str, tuple[str, str]]:
-    window = _window()
-    return {
-        "referred_post_vs_pre": (f"Referred: {window} after / {window} before", PALETTE[1]),
-        "control_post_vs_pre": (f"Controls: {window} after / {window} before", PALETTE[0]),
-        "ratio_of_ratios": ("Referred vs controls (ratio of ratios)", "#222222"),
-    }
-
-
-def _covariates() -> dict[str, str]:
-    """Labels of the balance covariates (sp_covariate_balance; int_balance_person_trials)."""
-    window = _window()
-    return {
-        "age_at_index": "age at index",
-        "consultations_recent": f"consultations, {_period(int(_study['recent_use_days']))} before",
-        "consultations_pre": f"consultations, {window} before",
-        "ae_attendances_pre": f"A&E attendances, {window} before",
-        "emergency_admissions_pre": f"emergency admissions, {window} before",
-        "sex": "sex",
-        "imd_quintile": "IMD quintile",
-        "ethnicity": "ethnicity",
-        "region": "region",
-        "homeless_before": "homeless finding",
-    }
 
 
 def _sdc_note() -> str:
@@ -187,19 +214,18 @@ def _estimate_text(row: dict[str, str]) -> str:
     return f"{value:.2f} ({lower:.2f}–{upper:.2f})"
 
 
-def _tiles(tables: dict[str, Rows]) -> str:
+def _tiles(study: ReportStudy, tables: dict[str, Rows]) -> str:
     summary, effects = tables["sp_outcome_summary"], tables["sp_effect_estimates"]
     referred = _one(summary, cohort="referred", measure="consultations", window="pre")
     tiles = []
-    headline = [name for name, spec in _study["measures"].items() if spec["headline"]]
-    for measure in headline:
+    for measure in study.headline_measures:
         row = _one(effects, subgroup="all", measure=measure, estimate="effect")
         value = _num(row.get("ratio"))
         change = "not released" if value is None else f"{(value - 1) * 100:+.0f}%"
         tiles.append(
             (
                 change,
-                f"{_measures()[measure]}: effect of referral, rate after referral "
+                f"{study.measures[measure]}: effect of referral, rate after referral "
                 f"over the rate without it: {_estimate_text(row)}",
             )
         )
@@ -224,11 +250,15 @@ def _tiles(tables: dict[str, Rows]) -> str:
 
 
 def _forest(
-    effects: Rows, subgroup: str, title: str, kinds: dict[str, tuple[str, str]] | None = None
+    study: ReportStudy,
+    effects: Rows,
+    subgroup: str,
+    title: str,
+    kinds: dict[str, tuple[str, str]] | None = None,
 ) -> str:
-    kinds = kinds or _estimates()
+    kinds = kinds or study.estimates()
     estimates = []
-    for measure, measure_label in _measures().items():
+    for measure, measure_label in study.measures.items():
         for estimate, (label, colour) in kinds.items():
             row = _one(effects, subgroup=subgroup, measure=measure, estimate=estimate)
             estimates.append(
@@ -249,9 +279,9 @@ def _forest(
     return charts.forest_plot(title, estimates)
 
 
-def _before_after(rates: Rows) -> str:
+def _before_after(study: ReportStudy, rates: Rows) -> str:
     panels = []
-    for measure, label in _measures().items():
+    for measure, label in study.measures.items():
         cohorts = []
         for cohort, name, colour in (
             ("referred", "Referred", PALETTE[1]),
@@ -299,7 +329,7 @@ def _series_by(
     return series
 
 
-def _uptake(measures: Rows) -> str:
+def _uptake(study: ReportStudy, measures: Rows) -> str:
     monthly = sorted({r["interval_start"] for r in measures if r["measure"] == "referred_monthly"})
     yearly = sorted({r["interval_start"] for r in measures if r["measure"] == "referred_yearly"})
     year_labels = [f"{s[:4]}/{int(s[2:4]) + 1:02d}" for s in yearly]
@@ -320,7 +350,7 @@ def _uptake(measures: Rows) -> str:
             _series_by(measures, f"referred_yearly_by_{column}", column, yearly, per_100k),
             "per 100,000",
         )
-        for column, label in _groups().items()
+        for column, label in study.groups.items()
     ]
     declines = charts.line_chart(
         "Declines as a share of SP codes, by GP system",
@@ -339,7 +369,7 @@ def _uptake(measures: Rows) -> str:
     return overall + gaps + _grid(*yearly_charts, declines)
 
 
-def _matching(rows: Rows, balance: Rows) -> str:
+def _matching(study: ReportStudy, rows: Rows, balance: Rows) -> str:
     bars = [
         (
             f"{r['controls_matched']} controls",
@@ -354,7 +384,7 @@ def _matching(rows: Rows, balance: Rows) -> str:
     love = charts.love_plot(
         "Covariate balance (all referred patients)",
         [
-            Balance(_covariate_label(r), _num(r["smd_before"]), _num(r["smd_after"]))
+            Balance(_covariate_label(study, r), _num(r["smd_before"]), _num(r["smd_after"]))
             for r in overall
         ],
     )
@@ -369,7 +399,7 @@ def _matching(rows: Rows, balance: Rows) -> str:
         ],
         [
             [
-                _covariate_label(r),
+                _covariate_label(study, r),
                 _value(r, "cases"),
                 _value(r, "matched_cases"),
                 _value(r, "controls"),
@@ -391,8 +421,8 @@ def _matching(rows: Rows, balance: Rows) -> str:
     return _grid(shares, love) + note + unmatched
 
 
-def _covariate_label(row: dict[str, str]) -> str:
-    label = _covariates().get(row["covariate"], row["covariate"])
+def _covariate_label(study: ReportStudy, row: dict[str, str]) -> str:
+    label = study.covariate_label(row["covariate"])
     return f"{label} = {row['level']}" if row.get("level") else label
 
 
@@ -455,10 +485,8 @@ def _provenance(manifest: dict[str, Any]) -> str:
 def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
     """The whole report as one HTML string, in the words of the study the release declares
     (a release written before it carried one reads as the project declares it now)."""
-    global _study
-    _study = manifest.get("study") or declared().summary()
-    window, recent = _window(), _period(int(_study["recent_use_days"]))
-    controls = _number(int(_study["controls_per_case"]))
+    study = ReportStudy.of(manifest)
+    window, recent, controls = study.window, study.recent, study.controls
     period, codelist = manifest["data_period"], manifest["codelist"]
     effects = tables["sp_effect_estimates"]
     subtitle = (
@@ -467,7 +495,7 @@ def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
         f"{codelist['version']} · build {manifest['build_id']}"
     )
     body = [
-        _tiles(tables),
+        _tiles(study, tables),
         f'<div class="sdc">{escape(_sdc_note())}</div>',
         _section(
             "The effect of referral",
@@ -475,8 +503,9 @@ def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
             "the same patients would have had without it, estimated from controls "
             "matched at the referral date on recent use (Mantel-Haenszel, by matched "
             "set). Below 1 means referral reduced use. " + escape(ASSUMPTION),
-            _forest(effects, "all", "All matched referred patients", EFFECT),
+            _forest(study, effects, "all", "All matched referred patients", EFFECT),
             _forest(
+                study,
                 effects,
                 "homeless",
                 "Referred patients with a homeless finding before referral",
@@ -490,19 +519,19 @@ def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
             "time, not the effect of referral: patients are referred when their use is "
             "high, and high use falls by itself (regression to the mean), so a fall "
             "here is expected even when referral changes nothing.",
-            _forest(effects, "all", "All referred patients"),
+            _forest(study, effects, "all", "All referred patients"),
         ),
         _section(
             "Rates before and after referral",
-            f"Events per 1,000 person-years in the {_study['window_days']} days before and "
+            f"Events per 1,000 person-years in the {study.window_days} days before and "
             "after the index date, with 95% confidence intervals.",
-            _before_after(tables["sp_outcome_rates"]),
+            _before_after(study, tables["sp_outcome_rates"]),
         ),
         _section(
             "Who is referred",
             "Patients with a social prescribing referral while registered, per 100,000 "
             "patients registered in the month or study year.",
-            _uptake(tables["sp_measures"]),
+            _uptake(study, tables["sp_measures"]),
         ),
         _section(
             "Matching and balance",
@@ -513,7 +542,7 @@ def render(manifest: dict[str, Any], tables: dict[str, Rows]) -> str:
             f"{recent} and the rest of the {window} before and A&E attendances in the "
             f"{window} before. A control referred later leaves the comparison at its own "
             "referral.",
-            _matching(tables["sp_matching_summary"], tables["sp_covariate_balance"]),
+            _matching(study, tables["sp_matching_summary"], tables["sp_covariate_balance"]),
         ),
         _section(
             "Data quality",

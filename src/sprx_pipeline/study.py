@@ -92,6 +92,21 @@ class Study:
         return tuple(m.name for m in self.measures)
 
     @property
+    def headline_measures(self) -> tuple[str, ...]:
+        """The measures the report and the run summary lead with; the first is the primary."""
+        return tuple(m.name for m in self.measures if m.headline)
+
+    @property
+    def primary_measure(self) -> str:
+        """The first headline measure: the one whose rates the run summary shows."""
+        if not self.headline_measures:
+            raise ValueError(
+                "no outcome measure is declared `headline: true` in dbt_project.yml's "
+                "outcome_measures: mark the one the summary and report should lead with"
+            )
+        return self.headline_measures[0]
+
+    @property
     def consultation_modes(self) -> tuple[str, ...]:
         return tuple(self.vars["consultation_modes"])
 
