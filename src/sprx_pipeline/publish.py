@@ -33,7 +33,8 @@ import duckdb
 from .config import WarehousePaths, publish_storage_version
 from .faults import crash_point
 from .quality import DATA_DOCS, SUMMARY_PAGE
-from .study import declared
+from .release import published_study
+from .study import Study
 
 PUBLISHED_SCHEMAS = ("marts", "audit", "codelists")
 
@@ -204,7 +205,8 @@ def published_summary(path: Path) -> dict[str, Any]:
         def one(sql: str) -> Any:
             return con.execute(sql).fetchone()[0]
 
-        primary = declared().primary_measure
+        study = published_study(con)
+        primary = study.primary_measure
         rates = {
             (cohort, window): rate
             for cohort, window, rate in con.execute(
@@ -245,16 +247,16 @@ def published_summary(path: Path) -> dict[str, Any]:
                 for cohort in ("referred", "control")
                 for window in ("pre", "post")
             },
-            **_effects(con),
+            **_effects(con, study),
         }
     finally:
         con.close()
 
 
-def _effects(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+def _effects(con: duckdb.DuckDBPyConnection, study: Study) -> dict[str, str]:
     """The effect of referral (the matched design's causal estimate) on each headline measure
     first, then the share of cases matched, then the descriptive before/after ratios of the
-    first headline measure, with 95% CIs, labelled as the study declares its measures."""
+    first headline measure, with 95% CIs, in the words of the study the build declared."""
     rows = con.execute(
         "select measure, estimate, ratio, ci_lower, ci_upper "
         "from marts.sp_effect_estimates where subgroup = 'all'"
@@ -263,7 +265,6 @@ def _effects(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         (measure, estimate): (ratio, lower, upper)
         for measure, estimate, ratio, lower, upper in rows
     }
-    study = declared()
     label = {m.name: m.label for m in study.measures}
     primary = study.primary_measure
     summary = {
