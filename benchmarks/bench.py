@@ -529,6 +529,18 @@ def bench_spark_size(patients: int, practices: int, seed: int, repeats: int) -> 
 # --- one size --------------------------------------------------------------------------------
 
 
+def plain_load(landing: Path, warehouse: Path, repeats: int) -> Stage:
+    """DuckDB's own pace on the extract: `plain_load.py` reads every file once into typed
+    tables, with no checks (the floor for `sprx ingest`)."""
+    runs = [
+        measure([sys.executable, str(HERE / "plain_load.py"), str(landing), str(warehouse)])
+        for _ in range(repeats)
+    ]
+    warehouse.unlink(missing_ok=True)
+    _say(f"plain DuckDB load {statistics.median(r.seconds for r in runs):.0f} s")
+    return Stage(runs)
+
+
 def _say(message: str) -> None:
     print(f"  {datetime.now().strftime('%H:%M:%S')} {message}", flush=True)
 
@@ -548,7 +560,9 @@ def ingest_profile(landing: Path, out: Path, top: int = 10) -> dict[str, Any]:
 
         def execute(self, sql, *args):
             shape = re.sub(r"\s+", " ", sql)
-            shape = re.sub(r"(_in_|_bad_|_good_|raw\.|_other_keys_)\w+", r"\1T", shape)[:90]
+            shape = re.sub(
+                r"(_in_|_bad_|_good_|raw\.|record_keys\.|_other_keys_)\w+", r"\1T", shape
+            )[:90]
             started = time.perf_counter()
             result = self.con.execute(sql, *args)
             self.seconds[shape] += time.perf_counter() - started
@@ -641,6 +655,7 @@ def bench_size(
     # REOPEN_PRACTICE step touches the audit tables only).
     spark = bench_spark(paths, run_dir, repeats, full_again) if "spark" in engines else None
     ingest_statements = ingest_profile(landing, run_dir / "ingest-profile")
+    plain = plain_load(landing, run_dir / "plain-load.duckdb", repeats)
     # `sprx build` already runs the gate on both sides of dbt: its stand-alone run (`sprx
     # check`) shows what the gate costs and is not counted again.
     stage_seconds = [generate.seconds] + [
@@ -663,6 +678,8 @@ def bench_size(
         "peak_gib": round(max([generate.peak_gib] + [s.peak_gib for s in stages.values()]), 2),
         "ingest_rows_per_second": round(input_rows / stages["ingest"].seconds),
         "ingest_profile": ingest_statements,
+        "plain_load": plain.summary(),
+        "ingest_over_plain_load": round(stages["ingest"].seconds / plain.seconds, 2),
         "scan_floor_seconds": round(floor, 2),
         "dbt_seconds": round(dbt_full, 2),
         "build_over_scan_floor": round(dbt_full / floor, 1),
@@ -788,6 +805,18 @@ def table(results: dict[str, Any]) -> str:
     )
     row("peak memory of any stage", lambda s: f"{s['peak_gib']:.2f} GiB")
     row("**ingest rows/s**", lambda s: f"**{s['ingest_rows_per_second']:,}**")
+    row(
+        "DuckDB's plain load of the same files, no checks (`plain_load.py`): wall s / rows/s",
+        lambda s: (
+            f"{s['plain_load']['seconds']:.1f} / {s['input_rows'] / s['plain_load']['seconds']:,.0f}"
+            if s.get("plain_load")
+            else "–"
+        ),
+    )
+    row(
+        "ingest ÷ plain load",
+        lambda s: f"{s['ingest_over_plain_load']:.2f}×" if s.get("plain_load") else "–",
+    )
     row("dbt build rows/s", lambda s: f"{s['input_rows'] / s['dbt_seconds']:,.0f}")
     row(
         "scan floor (DuckDB reads every input value once)",

@@ -128,6 +128,13 @@ FAULTS = [
         refused="manifest_shape: missing keys: practices",
     ),
     Fault(
+        # A practice id the ID pattern rejects: Python's `$` would let a trailing newline
+        # through, and rows would then be proven well-formed by the manifest's list.
+        "manifest practice id ends in a newline",
+        files=lambda f: edit_manifest(f, lambda m: m.update(practices=["P009\n"])),
+        refused="practice_list: expected a non-empty list of practice ids",
+    ),
+    Fault(
         "unknown table",
         files=lambda f: edit_manifest(
             f,

@@ -24,7 +24,7 @@ from tiny_extract import (
 )
 from warehouse_state import Site, contents, differences
 
-from sprx_pipeline import pipeline
+from sprx_pipeline import pipeline, record_keys
 from sprx_pipeline.config import DEFAULT_CODELIST_DIR, WarehousePaths
 from sprx_pipeline.contract import TABLES
 from sprx_pipeline.pipeline import ingest_landing
@@ -47,6 +47,22 @@ def raw_data(paths: WarehousePaths) -> dict[str, list[tuple]]:
             )
             for name, spec in TABLES.items()
         }
+
+
+def record_key_mirror_differs(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows by which `record_keys` and raw's (hash(id), practice) differ, per keyed table."""
+    differs = {}
+    for name in record_keys.KEYED:
+        key = TABLES[name].key[0]
+        raw_side = f"select hash({key}), practice_id from raw.{name}"
+        mirror = f"select key_hash, practice_id from record_keys.{name}"
+        (n,) = con.execute(
+            f"select count(*) from (({raw_side} except all {mirror}) "
+            f"union all ({mirror} except all {raw_side}))"
+        ).fetchone()
+        if n:
+            differs[name] = n
+    return differs
 
 
 def one_patient_practice(
@@ -110,6 +126,8 @@ def test_a_delta_touches_only_the_rows_of_its_own_practices(tmp_path, paths):
         assert con.execute(
             "select row_json->>'$.consultation_id', rule from audit.quarantine"
         ).fetchall() == [("C12", "key_in_other_practice")]
+        # The record-key mirror followed the upsert and the deletions exactly.
+        assert record_key_mirror_differs(con) == {}
 
 
 def test_a_correction_that_breaks_a_rule_is_quarantined_and_replaces_nothing(tmp_path, paths):
@@ -206,6 +224,8 @@ def test_a_full_delivery_after_deltas_equals_a_clean_load_of_it(tmp_path):
     raw_a, raw_b = (contents(p.work, schemas=("raw",)) for p in (after_deltas, clean))
     assert differences(raw_a, raw_b) == []
     assert len(raw_a["raw.consultations"]) == 32  # C31 after death is quarantined again
+    with duckdb.connect(str(after_deltas.work), read_only=True) as con:
+        assert record_key_mirror_differs(con) == {}
 
 
 @pytest.mark.slow

@@ -315,13 +315,8 @@ def test_parquet_written_by_pandas_keeps_integers_with_gaps_and_dates_as_timesta
         ).fetchall() == [("C", "not_integer:imd_quintile"), ("D", "invalid_date:date_of_death")]
 
 
-def test_a_record_id_already_held_by_another_practice_is_quarantined_not_doubled(tmp_path, paths):
-    """Consultation ids are the table's key across practices: a second practice sending C1
-    gets that row quarantined (key_in_other_practice), the first practice's C1 stays, and the
-    first practice may still send its own C1 again."""
-    landing = tmp_path / "landing"
-    small_delivery(landing, consultations=[("C1", "A", "P009", "2019-01-01", "telephone", "gp")])
-    write_delivery(
+def p010_delivery(landing: Path, consultations: list[tuple]) -> Path:
+    return write_delivery(
         landing,
         "2020-01-31_vision_002",
         "2020-01-31",
@@ -331,11 +326,23 @@ def test_a_record_id_already_held_by_another_practice_is_quarantined_not_doubled
             "practices": [("P010", "London")],
             "patients": [("A", "P010", 1975, "M", "Other", 2, "urban", None)],
             "registrations": [("RA10", "A", "P010", "2011-01-01", None)],
-            "consultations": [
-                ("C1", "A", "P010", "2019-03-03", "video", "nurse"),
-                ("C2", "A", "P010", "2019-03-04", "video", "nurse"),
-            ],
+            "consultations": consultations,
         },
+    )
+
+
+def test_a_record_id_already_held_by_another_practice_is_quarantined_not_doubled(tmp_path, paths):
+    """Consultation ids are the table's key across practices: a second practice sending C1
+    gets that row quarantined (key_in_other_practice), the first practice's C1 stays, and the
+    first practice may still send its own C1 again."""
+    landing = tmp_path / "landing"
+    small_delivery(landing, consultations=[("C1", "A", "P009", "2019-01-01", "telephone", "gp")])
+    p010_delivery(
+        landing,
+        [
+            ("C1", "A", "P010", "2019-03-03", "video", "nurse"),
+            ("C2", "A", "P010", "2019-03-04", "video", "nurse"),
+        ],
     )
     small_delivery(
         landing,
@@ -353,3 +360,53 @@ def test_a_record_id_already_held_by_another_practice_is_quarantined_not_doubled
         assert con.execute(
             "select delivery_id, row_json->>'$.consultation_id', rule from audit.quarantine"
         ).fetchall() == [("2020-01-31_vision_002", "C1", "key_in_other_practice")]
+
+
+def test_a_hash_collision_in_the_record_key_mirror_quarantines_nothing(tmp_path, paths):
+    """The other-practice check finds candidates by hash in `record_keys` and confirms them
+    in raw. A mirror row under another practice with C2's hash (what a collision would
+    leave) must not quarantine P010's C2; P009's real C1 still stops P010's C1."""
+    landing = tmp_path / "landing"
+    small_delivery(landing, consultations=[("C1", "A", "P009", "2019-01-01", "telephone", "gp")])
+    ingest_landing(paths, landing)
+    with duckdb.connect(str(paths.work)) as con:
+        con.execute("insert into record_keys.consultations select hash('C2'), 'P009'")
+    p010_delivery(
+        landing,
+        [
+            ("C1", "A", "P010", "2019-03-03", "video", "nurse"),
+            ("C2", "A", "P010", "2019-03-04", "video", "nurse"),
+        ],
+    )
+    ingest_landing(paths, landing)
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        assert con.execute(
+            "select consultation_id, practice_id from raw.consultations order by 1"
+        ).fetchall() == [("C1", "P009"), ("C2", "P010")]
+        assert con.execute(
+            "select row_json->>'$.consultation_id', rule from audit.quarantine"
+        ).fetchall() == [("C1", "key_in_other_practice")]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["drop schema record_keys cascade", "update record_keys._hash_probe set probe = probe + 1"],
+)
+def test_a_missing_or_stale_record_key_mirror_is_rebuilt_from_raw(tmp_path, paths, damage):
+    """A warehouse made before the mirror existed, or filled by a DuckDB whose hash()
+    differed, gets the mirror rebuilt on the next write, and the check still holds."""
+    landing = tmp_path / "landing"
+    small_delivery(landing, consultations=[("C1", "A", "P009", "2019-01-01", "telephone", "gp")])
+    ingest_landing(paths, landing)
+    with duckdb.connect(str(paths.work)) as con:
+        con.execute("delete from record_keys.consultations")  # stale content must not survive
+        con.execute(damage)
+    p010_delivery(landing, [("C1", "A", "P010", "2019-03-03", "video", "nurse")])
+    ingest_landing(paths, landing)
+    with duckdb.connect(str(paths.work), read_only=True) as con:
+        assert con.execute(
+            "select row_json->>'$.consultation_id', rule from audit.quarantine"
+        ).fetchall() == [("C1", "key_in_other_practice")]
+        assert con.execute(
+            "select practice_id, count(*) from record_keys.consultations group by 1 order by 1"
+        ).fetchall() == [("P009", 1)]

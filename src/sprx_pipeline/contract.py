@@ -219,7 +219,7 @@ def _require(condition: bool, where: str, rule: str, detail: str) -> None:
 
 def _parse_date(value: Any, where: str) -> date:
     _require(
-        isinstance(value, str) and re.match(DATE_PATTERN, value) is not None,
+        isinstance(value, str) and re.fullmatch(DATE_PATTERN, value) is not None,
         where,
         "iso_date",
         f"expected YYYY-MM-DD, got {value!r}",
@@ -260,7 +260,7 @@ def parse_manifest(data: Any, directory: Path, manifest_sha256: str = "") -> Man
     )
     delivery_id = data["delivery_id"]
     _require(
-        isinstance(delivery_id, str) and bool(_ID_RE.match(delivery_id)),
+        isinstance(delivery_id, str) and bool(_ID_RE.fullmatch(delivery_id)),
         f"{where} delivery_id",
         "id_format",
         f"{delivery_id!r} is not 1-64 of A-Z a-z 0-9 _ -",
@@ -282,7 +282,7 @@ def parse_manifest(data: Any, directory: Path, manifest_sha256: str = "") -> Man
     _require(
         isinstance(practices, list)
         and len(practices) > 0
-        and all(isinstance(p, str) and _ID_RE.match(p) for p in practices),
+        and all(isinstance(p, str) and _ID_RE.fullmatch(p) for p in practices),
         f"{where} practices",
         "practice_list",
         "expected a non-empty list of practice ids",

@@ -4,6 +4,8 @@ Schemas written here (dbt writes `staging`, `intermediate` and `marts`):
 - `raw`: contract tables as applied, typed, one row per record id, plus `_delivery_id`.
 - `audit`: what happened to every delivery and build, kept across runs.
 - `codelists`: the codelist rows the latest build used.
+- `record_keys`: each raw row's hashed record id and practice, for ingest's check that an id
+  is not held by another practice (`record_keys.py`; internal, never exported).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from . import record_keys
 from .config import WarehousePaths
 from .contract import TABLES, TableSpec
 
@@ -87,6 +90,7 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         con.execute(f"create schema if not exists {schema}")
     for ddl in (*AUDIT_DDL, *(raw_table_ddl(s) for s in TABLES.values())):
         con.execute(ddl)
+    record_keys.ensure(con)
     return con
 
 
