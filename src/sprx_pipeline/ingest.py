@@ -305,7 +305,7 @@ def known_valid_ids(spec: TableSpec, manifest: Manifest) -> dict[str, str]:
     The id pattern is then matched only where the proof fails: the same rule, the same
     first broken rule, and two regular expressions fewer per row of the large tables."""
     known = {}
-    if "practice_id" in spec.column_names and spec.name != "practices":
+    if "practice_id" in spec.column_names:
         known["practice_id"] = f"r.practice_id in ({_sql_list(manifest.practices)})"
     if spec.name in PATIENT_TABLES:
         known["patient_id"] = "p.patient_id is not null"
