@@ -5,12 +5,12 @@ Runs whenever the `sprx_codelists` or `sprx_extracts` asset is updated:
 
 1. `start_build` makes the last verified codelist active, opens a row in `audit.builds` and
    records the build's scope (the practices with new deliveries, or all of them), and hands
-   on the build id and the scope as the dbt var `sprx_build` (XComs);
+   on the build id and the build as dbt is told it, SPRX_BUILD (XComs);
 2. `check_loaded` runs the Great Expectations checkpoint `sprx_loaded` over the loaded
    tables and fails, building nothing, if a check at error level fails;
 3. `dbt_build` (astronomer-cosmos) runs one task per dbt model, `dbt build` of the model and
-   its tests, with the var `sprx_build` from `start_build` (templated `operator_args`
-   vars), so a model whose tests fail stops everything built on it: staging →
+   its tests, with SPRX_BUILD from `start_build` in its environment (templated `env`),
+   so a model whose tests fail stops everything built on it: staging →
    intermediate linkage steps → marts; tests with two parents run after both. With
    `SPRX_ENGINE=spark` it is one task, `spark_build`, instead: the whole `dbt build` on
    Spark in one session (`SPRX_SPARK_MASTER`), the marts copied back to the work file;
@@ -63,10 +63,10 @@ def sprx_warehouse():
                 config.default_codelist_pins(),
                 orch.WAIT_FOR_LOCK_SECONDS,
             )
-            build_id, dbt_vars = pipeline.start_build(
+            build_id, build = pipeline.start_build(
                 paths, wait_seconds=orch.WAIT_FOR_LOCK_SECONDS, engine=engine
             )
-        return orch.started_build(build_id, dbt_vars)
+        return orch.started_build(build_id, build)
 
     @task(pool=orch.WRITER_POOL, **orch.FILE_TASK_ARGS)
     def check_loaded(build_id: str) -> str:

@@ -4,7 +4,7 @@ Used by tests/test_dags.py in a subprocess, so that each test gets its own AIRFL
 (Airflow reads its configuration once, at import). Usage:
     python dag_runner.py DAG_ID [DAG_ID ...]
 prints {"import_errors": {...}, "runs": {dag_id: {"state": ..., "tasks": {task: state},
-"dbt_vars": {task: the `vars` it rendered}}}} (the last for Cosmos's dbt tasks).
+"dbt_env": {task: the `env` it rendered}}}} (the last for Cosmos's dbt tasks).
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ def task_states(dag_run) -> dict[str, str]:
     return states
 
 
-def rendered_dbt_vars(dag_run) -> dict[str, object]:
-    """The `vars` each Cosmos task rendered (its templated field), as Airflow stored it."""
+def rendered_dbt_env(dag_run) -> dict[str, object]:
+    """The `env` each Cosmos task rendered (its templated field), as Airflow stored it."""
     from airflow.models.renderedtifields import RenderedTaskInstanceFields
 
     rendered = {}
     for ti in dag_run.get_task_instances():
         if ti.task_id.startswith("dbt_build."):
             fields = RenderedTaskInstanceFields.get_templated_fields(ti) or {}
-            rendered[ti.task_id] = fields.get("vars")
+            rendered[ti.task_id] = fields.get("env")
     return rendered
 
 
@@ -51,7 +51,7 @@ def main(dag_ids: list[str]) -> None:
         result["runs"][dag_id] = {
             "state": str(run.state),
             "tasks": task_states(run),
-            "dbt_vars": rendered_dbt_vars(run),
+            "dbt_env": rendered_dbt_env(run),
         }
     print("DAG_RUNNER_RESULT " + json.dumps(result), flush=True)
 

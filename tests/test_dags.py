@@ -97,10 +97,10 @@ def test_three_dags_in_sequence_publish_the_same_marts_as_sprx_run(deployment, t
     # Every dbt task was passed the build it ran for, not left to look it up.
     with duckdb.connect(str(warehouse.with_name("sprx.work.duckdb")), read_only=True) as con:
         (build_id,) = con.execute("select build_id from audit.builds").fetchone()
-    passed = result["runs"]["sprx_warehouse"]["dbt_vars"]
+    passed = result["runs"]["sprx_warehouse"]["dbt_env"]
     assert len(passed) == 50
     for rendered in passed.values():
-        assert json.loads(rendered["sprx_build"]) == {"id": build_id, "full_rebuild": True}
+        assert json.loads(rendered["SPRX_BUILD"]) == {"id": build_id, "full_rebuild": True}
 
     cli_warehouse = tmp_path / "cli" / "sprx.duckdb"
     run_pipeline(landing, cli_warehouse)

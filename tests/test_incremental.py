@@ -140,19 +140,32 @@ def test_dbt_rebuilds_the_scope_passed_to_it_not_the_latest_recorded_one(tiny, t
     report = build.run_build(paths, build_id, build_vars, planned)
     assert report.scope == planned
     assert outcome_rows(paths, "patient_id, post_consultations", "'EDGE'") == [("EDGE", 3)]
+    # An incremental build leaves out the unit tests (the full build that began its line of
+    # builds ran them; tiny's full build ran all six).
+    kinds = [r["unique_id"].split(".")[0] for r in run_results(paths)]
+    assert "unit_test" not in kinds and "model" in kinds and "test" in kinds
 
 
-def dbt_show_scope(paths: WarehousePaths, dbt_vars: dict | None) -> subprocess.CompletedProcess:
-    """`dbt show` the build scope model against the work file, with `dbt_vars`."""
+def run_results(paths: WarehousePaths) -> list[dict]:
+    """The nodes the last `dbt build` against `paths` ran."""
+    return json.loads((paths.dbt_dir / "target" / "run_results.json").read_text())["results"]
+
+
+def dbt_show_scope(
+    paths: WarehousePaths, dbt_env: dict | None, dbt_vars: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`dbt show` the build scope model against the work file, with `dbt_env` in dbt's
+    environment and `dbt_vars` as its vars."""
     args = build.dbt_args(
         "show", paths, dbt_vars, ["--select", "stg_audit__build_scope", "--output", "json"]
     )
     return subprocess.run(
         [str(Path(sys.executable).with_name("dbt")), *args],
         env={
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != scope.BUILD_ENV},
             "SPRX_DUCKDB_PATH": str(paths.work),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            **(dbt_env or {}),
         },
         capture_output=True,
         text=True,
@@ -166,30 +179,36 @@ def shown_practices(completed: subprocess.CompletedProcess) -> list[str]:
     return sorted(row["practice_id"] for row in json.loads(shown)["show"])
 
 
-def test_the_scope_model_reads_the_var_rebuilds_all_without_it_and_refuses_a_bad_one(
+def test_the_scope_model_reads_the_build_rebuilds_all_without_it_and_refuses_a_bad_one(
     tiny, tmp_path
 ):
     paths = copy_warehouse(tiny.paths, tmp_path / "warehouse")
     incremental = scope.BuildScope(False, "test", "f", (P1,))
-    passed = scope.dbt_vars("b1", incremental)
+    passed = scope.dbt_env("b1", incremental)
     assert shown_practices(dbt_show_scope(paths, passed)) == [P1]
-    nothing_new = scope.dbt_vars("b2", scope.BuildScope(False, "test", "f", ()))
+    nothing_new = scope.dbt_env("b2", scope.BuildScope(False, "test", "f", ()))
     assert shown_practices(dbt_show_scope(paths, nothing_new)) == []
-    # dbt run by hand, without the var: every practice with an applied delivery.
+    # dbt run by hand, with neither: every practice with an applied delivery.
     assert shown_practices(dbt_show_scope(paths, None)) == [P1, "P002"]
-    # Airflow's template rendered without its XCom: a clear stop, not a guess.
-    refused = dbt_show_scope(paths, {scope.BUILD_VAR: "None"})
-    assert refused.returncode != 0
-    assert "the dbt var sprx_build must name the build dbt runs for" in refused.stdout
+    # ... or with the same value typed as the var sprx_build, which wins over the variable.
+    by_hand = {
+        scope.BUILD_VAR: scope.build_value("b3", scope.BuildScope(False, "", "f", ("P002",)))
+    }
+    assert shown_practices(dbt_show_scope(paths, passed, by_hand)) == ["P002"]
+    # Airflow's template rendered without its XCom, or an empty value: a clear stop.
+    for given in ("None", ""):
+        refused = dbt_show_scope(paths, {scope.BUILD_ENV: given})
+        assert refused.returncode != 0
+        assert "the build dbt runs for (SPRX_BUILD, or the dbt var sprx_build)" in refused.stdout
 
 
-def test_the_build_var_is_made_in_one_place_and_left_out_of_the_fingerprint(tmp_path):
+def test_the_build_is_made_in_one_place_and_left_out_of_the_fingerprint(tmp_path):
     full = scope.BuildScope(True, "asked for", "f", ("P1", "P2"))
-    assert scope.dbt_vars("b1", full) == {
-        "sprx_build": json.dumps({"full_rebuild": True, "id": "b1"}, sort_keys=True)
+    assert scope.dbt_env("b1", full) == {
+        "SPRX_BUILD": json.dumps({"full_rebuild": True, "id": "b1"}, sort_keys=True)
     }
     incremental = scope.BuildScope(False, "new deliveries", "f", ("P2",))
-    assert json.loads(scope.dbt_vars("b2", incremental)["sprx_build"]) == {
+    assert json.loads(scope.dbt_env("b2", incremental)["SPRX_BUILD"]) == {
         "id": "b2",
         "full_rebuild": False,
         "practices": ["P2"],
@@ -198,7 +217,8 @@ def test_the_build_var_is_made_in_one_place_and_left_out_of_the_fingerprint(tmp_
     project.mkdir()
     base = scope.fingerprint("sha", {"window_days": 365}, project)
     for build_id, planned in (("b1", full), ("b2", incremental)):
-        run_vars = {"window_days": 365, **scope.dbt_vars(build_id, planned)}
+        # a caller's own sprx_build var is dropped, never part of what a build makes
+        run_vars = {"window_days": 365, scope.BUILD_VAR: scope.build_value(build_id, planned)}
         assert scope.fingerprint("sha", run_vars, project) == base
 
 

@@ -180,6 +180,34 @@ def test_a_bad_row_written_past_the_loader_is_caught_and_never_published(warehou
     assert digest(warehouse.published) != before
 
 
+def test_a_build_over_a_bad_loaded_row_fails_on_the_check_that_dbt_ran_beside(warehouse):
+    """`sprx build` checks the loaded tables while dbt builds: the check still decides."""
+    before = digest(warehouse.published)
+    with duckdb.connect(str(warehouse.work)) as con:
+        con.execute(
+            "insert into raw.patients values "
+            "('HAND', 'P001', 1950, 'X', 'White', 1, 'urban', null, 'by-hand')"
+        )
+    with pytest.raises(quality.QualityGateError) as failure:
+        pipeline.build_warehouse(warehouse, full_rebuild=True)
+    assert "quality gate (loaded) failed, nothing published" in str(failure.value)
+    assert "error raw.patients sex_allowed (conformance/value): 1 of 15 rows" in str(failure.value)
+    with duckdb.connect(str(warehouse.work), read_only=True) as con:
+        build_id, status = con.execute(
+            "select build_id, status from audit.builds order by started_at desc limit 1"
+        ).fetchone()
+        assert status == "failed"
+        assert con.execute(
+            "select status from audit.quality_checks where build_id = ? and stage = 'loaded' "
+            "and check_name = 'sex_allowed'",
+            [build_id],
+        ).fetchall() == [("fail",)]
+    with pytest.raises(quality.QualityGateError, match=f"build {build_id} failed"):
+        pipeline.publish_warehouse(warehouse, build_id)
+    assert digest(warehouse.published) == before
+    assert not (warehouse.quality_dir / "snapshot").exists()
+
+
 def test_a_failing_mart_check_blocks_publication_and_says_by_how_much(warehouse):
     before = digest(warehouse.published)
     with duckdb.connect(str(warehouse.work)) as con:

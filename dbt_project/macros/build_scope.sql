@@ -1,25 +1,37 @@
-{#- The build this dbt run belongs to, and what it rebuilds: the var `sprx_build`, which
-    `sprx build`, Airflow's Cosmos tasks and the Spark build all pass (`scope.dbt_vars` in
-    src/sprx_pipeline/scope.py, the one place it is made). It is JSON text (Airflow renders a
-    templated var as text) or, typed by hand, a mapping:
+{#- The build this dbt run belongs to, and what it rebuilds. `sprx build`, Airflow's Cosmos
+    tasks and the Spark build all pass it in the environment variable SPRX_BUILD
+    (`scope.dbt_env` in src/sprx_pipeline/scope.py, the one place it is made); a person may
+    pass the same value as the dbt var `sprx_build` instead, which wins when both are given.
+    It is JSON text (Airflow renders a templated value as text) or, as a var typed by hand,
+    a mapping:
         {"id": "<build id>", "full_rebuild": false, "practices": ["P001", ...]}
     with `practices` only on an incremental build. Nothing here reads which build is
     "the latest" from the audit tables.
 
-    Without the var (dbt run by hand, e.g. an analyst's `dbt build`) the run rebuilds every
+    Why an environment variable: dbt re-parses the whole project whenever its vars change,
+    and this value changes with every build, so as a var it cost every incremental build a
+    full parse (docs/performance.md). It is read only when `execute` is true, never while dbt
+    parses, so dbt's partial parsing does not record it and survives from build to build.
+
+    Without either (dbt run by hand, e.g. an analyst's `dbt build`) the run rebuilds every
     practice: slower than an incremental build, never wrong (docs/operations.md). Given but
     not a build (an empty or `None` rendering of Airflow's template), the run stops. -#}
 {% macro sprx_build() -%}
     {%- set given = var('sprx_build', none) -%}
+    {%- if given is none and execute -%}
+        {%- set from_env = env_var('SPRX_BUILD', '__not_set__') -%}
+        {%- set given = none if from_env == '__not_set__' else from_env -%}
+    {%- endif -%}
     {%- if given is none -%}{{ return(none) }}{%- endif -%}
     {%- set build = fromjson(given) if given is string else given -%}
     {%- if not sprx_build_is_valid(build) -%}
         {{ exceptions.raise_compiler_error(
-            "the dbt var sprx_build must name the build dbt runs for, as `sprx build` passes "
-            ~ 'it: {"id": "<build id>", "full_rebuild": true} or {"id": "<build id>", '
-            ~ '"full_rebuild": false, "practices": [...]}; got ' ~ (given | string)[:200]
-            ~ ". Build with `sprx build` (or Airflow's sprx_warehouse DAG), or leave the var "
-            ~ "out to rebuild every practice (docs/operations.md, Builds)") }}
+            "the build dbt runs for (SPRX_BUILD, or the dbt var sprx_build) must name it, as "
+            ~ '`sprx build` passes it: {"id": "<build id>", "full_rebuild": true} or '
+            ~ '{"id": "<build id>", "full_rebuild": false, "practices": [...]}; got '
+            ~ (given | string)[:200]
+            ~ ". Build with `sprx build` (or Airflow's sprx_warehouse DAG), or leave both out "
+            ~ "to rebuild every practice (docs/operations.md, Builds)") }}
     {%- endif -%}
     {{ return(build) }}
 {%- endmacro %}

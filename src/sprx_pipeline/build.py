@@ -5,8 +5,8 @@ its parent: a killed `sprx run` leaves no dbt behind holding the work file. Ever
 leaves a row in `audit.builds` naming the codelist version it used and the fingerprint of
 all its inputs (so a run with nothing new can see that the published build is current),
 and one in `audit.build_scopes` saying whether it rebuilt everything or only the practices
-whose deliveries changed (see `scope`). dbt is handed that scope as the var `sprx_build`
-(`scope.dbt_vars`) on every run, on DuckDB and on Spark.
+whose deliveries changed (see `scope`). dbt is handed that scope in the environment variable
+SPRX_BUILD (`scope.dbt_env`) on every run, on DuckDB and on Spark.
 """
 
 from __future__ import annotations
@@ -76,8 +76,17 @@ def dbt_args(
     return args + (extra or [])
 
 
-def run_dbt(args: list[str], paths: WarehousePaths) -> tuple[int, list[dict[str, Any]]]:
-    """Run dbt in a child process against the work file; return its exit code and results.
+def run_dbt(
+    args: list[str],
+    paths: WarehousePaths,
+    extra_env: dict[str, str] | None = None,
+    alongside: Callable[[], None] | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Run dbt in a child process against the work file, with `extra_env` added to its
+    environment (a build's SPRX_BUILD); return its exit code and results.
+
+    `alongside` runs in this process while dbt runs (it must not open the work file, which
+    dbt holds); if it raises, dbt is stopped and the exception goes on.
 
     A child process, not dbtRunner: dbt-duckdb keeps the database attached for the life
     of the process, and the publish step must open the work file straight afterwards.
@@ -87,14 +96,31 @@ def run_dbt(args: list[str], paths: WarehousePaths) -> tuple[int, list[dict[str,
         **os.environ,
         "SPRX_DUCKDB_PATH": str(paths.work),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        **(extra_env or {}),
     }
     results_file = paths.dbt_dir / "target" / "run_results.json"
     results_file.unlink(missing_ok=True)
     with subprocess.Popen([str(dbt), *args], env=env, preexec_fn=die_with_parent()) as child:
         crash_point("build.dbt_spawned")
+        if alongside is not None:
+            try:
+                alongside()
+            except BaseException:
+                stop(child)
+                raise
         returncode = child.wait()
     results = json.loads(results_file.read_text())["results"] if results_file.is_file() else []
     return returncode, results
+
+
+def stop(child: subprocess.Popen, grace_seconds: float = 30.0) -> None:
+    """End a dbt child: SIGTERM, then SIGKILL if it has not exited within the grace."""
+    child.terminate()
+    try:
+        child.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def die_with_parent() -> Callable[[], None] | None:
@@ -125,10 +151,19 @@ def failures(returncode: int, results: list[dict[str, Any]]) -> tuple[int, list[
     return len(results) - len(bad), lines
 
 
+def incremental_args(planned: scope.BuildScope) -> list[str]:
+    """What an incremental build leaves out of `dbt build`: the unit tests. A unit test runs a
+    model's SQL on the rows it is given, never the warehouse's, so its outcome depends only
+    on the dbt project and the engine's versions, which are in the build's fingerprint; an
+    incremental build happens only when that fingerprint equals the last successful build's,
+    and the full build that began that line ran every unit test and passed."""
+    return [] if planned.full_rebuild else ["--exclude-resource-type", "unit_test"]
+
+
 def build_vars(codelist: Codelist, dbt_vars: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dbt vars that decide what a build makes (recorded in audit.builds, part of its
     fingerprint): the active codelist's name, then the caller's. A caller's `sprx_build` is
-    dropped: the build sets its own (`scope.dbt_vars`), when it runs dbt."""
+    dropped: the build passes its own (`scope.dbt_env`), when it runs dbt."""
     return scope.without_per_build({"sp_codelist": codelist.name, **(dbt_vars or {})})
 
 
@@ -221,11 +256,11 @@ def start_build(
     dbt_vars: dict[str, Any] | None = None,
     full_rebuild: bool = False,
     engine: str = "duckdb",
-) -> tuple[str, dict[str, Any]]:
-    """Make `codelist` active and open a build with its scope; return its id and every var
-    to run dbt with, `sprx_build` (its scope) included."""
-    build_id, merged_vars, planned = open_build(paths, codelist, dbt_vars, full_rebuild, engine)
-    return build_id, {**merged_vars, **scope.dbt_vars(build_id, planned)}
+) -> tuple[str, str]:
+    """Make `codelist` active and open a build with its scope; return its id and the value
+    dbt is told the build by (SPRX_BUILD: `scope.build_value`)."""
+    build_id, _, planned = open_build(paths, codelist, dbt_vars, full_rebuild, engine)
+    return build_id, scope.build_value(build_id, planned)
 
 
 def finish_build(paths: WarehousePaths, build_id: str, status: str) -> None:
@@ -248,21 +283,29 @@ def run_build(
     select: list[str] | None = None,
     engine: str = "duckdb",
     progress: Callable[[str], None] | None = None,
+    alongside: Callable[[], None] | None = None,
 ) -> BuildReport:
-    """`dbt build` an opened build, passing dbt its scope (`scope.dbt_vars`); on any failure
+    """`dbt build` an opened build, passing dbt its scope (`scope.dbt_env`); on any failure
     mark it failed and raise BuildError. On the `spark` engine dbt builds on Spark and the
-    marts come back to the work file (`spark.build`), with the same vars."""
+    marts come back to the work file (`spark.build`), with the same vars and scope.
+
+    `alongside` runs while dbt builds (see `run_dbt`; before it, on Spark, which builds in
+    this process). An incremental build leaves out dbt's unit tests (`incremental_args`)."""
     # A partial build tests only what it built: a test that also reads an unselected model
     # would fail on a fresh file (dbt's "eager" indirect selection would run it).
     extra = ["--select", *select, "--indirect-selection", "cautious"] if select else []
-    args = dbt_args("build", paths, {**merged_vars, **scope.dbt_vars(build_id, planned)}, extra)
+    extra += incremental_args(planned)
+    args = dbt_args("build", paths, merged_vars, extra)
+    build_env = scope.dbt_env(build_id, planned)
     started = time.perf_counter()
     if engine == "spark":
         from . import spark
 
-        returncode, results, _ = spark.build(paths, args, progress)
+        if alongside is not None:
+            alongside()
+        returncode, results, _ = spark.build(paths, args, progress, build_env)
     else:
-        returncode, results = run_dbt(args, paths)
+        returncode, results = run_dbt(args, paths, build_env, alongside)
     passed, failed = failures(returncode, results)
     if failed:
         finish_build(paths, build_id, "failed")

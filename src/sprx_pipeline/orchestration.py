@@ -52,8 +52,9 @@ FILE_TASK_ARGS: dict[str, Any] = {
 DEFAULT_ARGS: dict[str, Any] = {"owner": OWNER, "retries": 0}
 
 # What the warehouse DAG's `start_build` task hands on, as XComs: the build id, for the
-# tasks that take it as an argument, and the build's `sprx_build` dbt var, for Cosmos.
+# tasks that take it as an argument, and the build as dbt is told it (SPRX_BUILD), for Cosmos.
 BUILD_ID = "build_id"
+BUILD = "sprx_build"
 
 
 @contextmanager
@@ -97,23 +98,29 @@ def dbt_executable() -> Path:
     return Path(sys.executable).with_name("dbt")
 
 
-def started_build(build_id: str, dbt_vars: dict[str, Any]) -> dict[str, str]:
+def started_build(build_id: str, build: str) -> dict[str, str]:
     """The XComs of a build `pipeline.start_build` opened (see BUILD_ID)."""
-    return {BUILD_ID: build_id, scope.BUILD_VAR: dbt_vars[scope.BUILD_VAR]}
+    return {BUILD_ID: build_id, BUILD: build}
 
 
 # The vars Cosmos lists the models with (`dbt ls`, when the DAG file is parsed): no build.
 _FIXED_DBT_VARS = {"sp_codelist": config.SP_CODELIST}
 
 
-def cosmos_dbt_vars(build_task_id: str) -> dict[str, str]:
-    """The vars every Cosmos task runs dbt with: the project's fixed ones and the build's
-    scope, pulled when the task runs from the XCom of the task that opened the build
-    (`vars` is a templated field of Cosmos's operators; Airflow renders it as text, which
-    is why `sprx_build` is JSON text). Without that XCom it renders `None`, and dbt stops
-    with a message naming the var (macros/build_scope.sql)."""
-    pulled = f"{{{{ ti.xcom_pull(task_ids='{build_task_id}', key='{scope.BUILD_VAR}') }}}}"
-    return {**_FIXED_DBT_VARS, scope.BUILD_VAR: pulled}
+def cosmos_dbt_env(paths: WarehousePaths, build_task_id: str) -> dict[str, str]:
+    """The environment every Cosmos task runs dbt with: the work file, the threads, and the
+    build (SPRX_BUILD), pulled when the task runs from the XCom of the task that opened it.
+    `env` is a templated field of Cosmos's operators; Airflow renders it as text, which is
+    why the build is JSON text. Without that XCom it renders `None`, and dbt stops with a
+    message naming it (macros/build_scope.sql). The render-time `dbt ls` gets the template
+    unrendered, and never reads it: dbt reads the build only while executing."""
+    pulled = f"{{{{ ti.xcom_pull(task_ids='{build_task_id}', key='{BUILD}') }}}}"
+    return {
+        "SPRX_DUCKDB_PATH": str(paths.work),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "SPRX_DBT_THREADS": os.environ.get("SPRX_DBT_THREADS", "4"),
+        scope.BUILD_ENV: pulled,
+    }
 
 
 def cosmos_task_group_args(paths: WarehousePaths, build_task_id: str) -> dict[str, Any]:
@@ -124,21 +131,16 @@ def cosmos_task_group_args(paths: WarehousePaths, build_task_id: str) -> dict[st
     process), in the writer pool, against the work file; models are listed with `dbt ls`
     and cached by Cosmos between parses. Tests with several parents (relationships) get a
     task of their own after all their parents, not after the first. Each task gets the
-    build's scope as the dbt var `sprx_build` from `build_task_id`'s XCom
-    (`cosmos_dbt_vars`).
+    build's scope in SPRX_BUILD from `build_task_id`'s XCom (`cosmos_dbt_env`); the vars
+    are the same for every build, so each task's dbt parses partially, not in full.
     """
     from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 
-    env = {
-        "SPRX_DUCKDB_PATH": str(paths.work),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "SPRX_DBT_THREADS": os.environ.get("SPRX_DBT_THREADS", "4"),
-    }
     return {
         "project_config": ProjectConfig(
             dbt_project_path=config.DBT_PROJECT_DIR,
-            env_vars=env,
+            env_vars=cosmos_dbt_env(paths, build_task_id),
             install_dbt_deps=False,
             dbt_vars=_FIXED_DBT_VARS,
         ),
@@ -165,6 +167,5 @@ def cosmos_task_group_args(paths: WarehousePaths, build_task_id: str) -> dict[st
             "pool": WRITER_POOL,
             "install_deps": False,
             "retries": 0,
-            "vars": cosmos_dbt_vars(build_task_id),
         },
     }

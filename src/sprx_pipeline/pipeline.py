@@ -206,6 +206,12 @@ def build_warehouse(
 ) -> CheckedBuild:
     """Check the loaded tables, `dbt build` with the active codelist, check the marts.
 
+    The loaded tables are snapshotted before dbt starts and checked while it builds (Great
+    Expectations' import and checkpoint take seconds, a large part of an incremental build);
+    a failed check stops dbt and fails the build, which is then never published, and the
+    next build rebuilds everything this one touched (it plans from the last build that
+    succeeded). Airflow's DAG keeps the two as tasks one after the other.
+
     dbt rebuilds only the practices with deliveries applied since the last successful build,
     unless a full rebuild is due or asked for (see `scope`). Any failure marks the build
     failed (and a failed build is never published). On the `spark` engine (default:
@@ -219,15 +225,27 @@ def build_warehouse(
             paths, codelist, dbt_vars, full_rebuild, engine
         )
         try:
-            progress("checking the loaded tables (quality gate, Great Expectations)")
-            loaded = quality.gate(paths, "loaded", build_id, scoped=True)
+            loaded_gate = quality.prepare(paths, "loaded", build_id, scoped=True)
             progress(
                 f"building the warehouse with dbt on {engine} (codelist {codelist.name} "
-                f"{codelist.version}; {planned.describe()})"
+                f"{codelist.version}; {planned.describe()}), checking the loaded tables "
+                "meanwhile (quality gate, Great Expectations)"
             )
-            built = dbt_build.run_build(
-                paths, build_id, build_vars, planned, engine=engine, progress=progress
-            )
+            try:
+                built = dbt_build.run_build(
+                    paths,
+                    build_id,
+                    build_vars,
+                    planned,
+                    engine=engine,
+                    progress=progress,
+                    alongside=lambda: _stop_if_failed(loaded_gate),
+                )
+            except BaseException:
+                if loaded_gate.checks is not None:
+                    loaded_gate.finish()  # a failed check is the cause: raised before dbt's
+                raise
+            loaded = loaded_gate.finish()
             progress("checking the marts before publishing (quality gate)")
             gate = quality.gate(paths, "marts", build_id, scoped=True)
         except BaseException:
@@ -237,15 +255,27 @@ def build_warehouse(
         return CheckedBuild(built, loaded, gate)
 
 
+class _LoadedTablesFailed(Exception):
+    """The loaded tables failed a check while dbt was building: stop dbt."""
+
+
+def _stop_if_failed(pending: quality.PendingGate) -> None:
+    """Validate the loaded tables (while dbt builds: `build_warehouse`); raise to stop dbt
+    if a check at error level failed."""
+    pending.validate()
+    if pending.failed:
+        raise _LoadedTablesFailed
+
+
 def start_build(
     paths: WarehousePaths,
     dbt_vars: dict[str, Any] | None = None,
     wait_seconds: float = 0.0,
     engine: str = "duckdb",
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, str]:
     """Record the active codelist and open a build (for orchestrators that run dbt models
-    as their own tasks); return the build id and the dbt vars to run with, its scope
-    (`sprx_build`) included."""
+    as their own tasks); return the build id and the value dbt is told the build by (the
+    environment variable SPRX_BUILD: `scope.build_value`)."""
     with writer_lock(paths, wait_seconds):
         recover_interrupted(paths)
         return dbt_build.start_build(paths, active_codelist(paths), dbt_vars, engine=engine)

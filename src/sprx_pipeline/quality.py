@@ -37,7 +37,7 @@ import duckdb
 import yaml
 
 from . import data_docs
-from .build import dbt_args, failures, run_dbt
+from .build import EXPECTATIONS_DIR, dbt_args, failures, run_dbt
 from .config import DBT_PROJECT_DIR, SP_CODELIST, WarehousePaths
 from .warehouse import connect
 
@@ -468,10 +468,19 @@ def check_dbt_tests(paths: WarehousePaths) -> CheckResult:
 # --- the gate ------------------------------------------------------------------------------
 
 
-def stage_suites(stage: str) -> list[str]:
-    from .suites import mart_suites, raw_suites
-
-    return list((raw_suites if stage == "loaded" else mart_suites)())
+def stage_suites(stage: str, folder: Path = EXPECTATIONS_DIR) -> list[str]:
+    """The suites a stage checks: the kept suites of its schema (`raw.*` or `marts.*` in
+    expectations/, which the gate runs; tests/test_quality.py holds them equal to
+    `suites`). Read from the folder, not from `suites`, which imports Great Expectations:
+    a build snapshots before dbt starts and imports Great Expectations while dbt runs."""
+    schema = "raw" if stage == "loaded" else "marts"
+    names = sorted(path.name.removesuffix(".json") for path in folder.glob(f"{schema}.*.json"))
+    if not names:
+        raise FileNotFoundError(
+            f"no {schema}.*.json suites in {folder}: the quality gate has nothing to check "
+            "with; restore expectations/ (or write it: python -m sprx_pipeline.suites)"
+        )
+    return names
 
 
 def gate(
@@ -487,6 +496,80 @@ def gate(
     otherwise every practice (what `sprx check` does). `run_dbt_tests` re-runs dbt's tests too
     (for a warehouse built by hand); `sprx build` has just run them in `dbt build`.
     """
+    pending = prepare(paths, stage, build_id, scoped)
+    pending.validate()
+    if run_dbt_tests:
+        pending.checks.append(check_dbt_tests(paths))
+    return pending.finish()
+
+
+@dataclass
+class PendingGate:
+    """One stage of the gate, split where it stops needing the work file.
+
+    `prepare` snapshots the tables (DuckDB); `validate` runs Great Expectations over the
+    snapshot and touches no DuckDB file, so it can run while another process (dbt) holds the
+    work file; `finish` records the checks and raises if one at error level failed. A build
+    validates the loaded tables while dbt builds (`pipeline.build_warehouse`): importing and
+    running Great Expectations costs seconds that would otherwise come before dbt starts."""
+
+    paths: WarehousePaths
+    stage: str
+    build_id: str | None
+    names: list[str]
+    params: dict[str, Any]
+    table_rows: dict[str, int]
+    practices: list[str] | None
+    extra: list[CheckResult]
+    checks: list[CheckResult] | None = None
+
+    def validate(self) -> list[CheckResult]:
+        """Run the checkpoint over the snapshot (once), then delete the snapshot."""
+        if self.checks is None:
+            try:
+                run_name = f"{self.stage}-{self.build_id or 'manual'}"
+                self.checks = (
+                    run_checkpoint(
+                        self.paths, self.stage, self.names, self.params, self.table_rows, run_name
+                    )
+                    + self.extra
+                )
+            finally:
+                shutil.rmtree(self.paths.quality_dir / "snapshot", ignore_errors=True)
+        return self.checks
+
+    @property
+    def failed(self) -> bool:
+        """Whether a validated check at error level failed."""
+        return any(c.status == "fail" for c in self.checks or [])
+
+    def finish(self) -> GateReport:
+        """Record the checks (validating first if not yet done) and write the summary page;
+        raise QualityGateError, naming each failed check, if one at error level failed."""
+        checks = self.validate()
+        practices = self.practices
+        scope = (
+            "all practices" if practices is None else f"the {len(practices)} practice(s) rebuilt"
+        )
+        report = GateReport(self.stage, checks, self.paths.quality_dir / DATA_DOCS, scope=scope)
+        record(self.paths, report, self.build_id)
+        write_summary(self.paths)
+        if report.failed:
+            raise QualityGateError(
+                f"quality gate ({self.stage}) failed, nothing published: "
+                + report.summary()
+                + "\n  "
+                + "\n  ".join(c.describe() for c in report.failed)
+                + f"\n(Data Docs: {report.data_docs})",
+                report,
+            )
+        return report
+
+
+def prepare(
+    paths: WarehousePaths, stage: str, build_id: str | None = None, scoped: bool = False
+) -> PendingGate:
+    """Snapshot what one stage of the gate checks, with its parameters (see `gate`)."""
     if stage not in STAGES:
         raise ValueError(f"unknown quality stage {stage!r}; expected one of {', '.join(STAGES)}")
     names = stage_suites(stage)
@@ -495,27 +578,7 @@ def gate(
         practices = build_scope(con, build_id) if scoped else None
         table_rows = snapshot(con, names, paths.quality_dir / "snapshot", practices)
         extra = [check_row_accounting(con)] if stage == "marts" else []
-    try:
-        run_name = f"{stage}-{build_id or 'manual'}"
-        checks = run_checkpoint(paths, stage, names, params, table_rows, run_name) + extra
-    finally:
-        shutil.rmtree(paths.quality_dir / "snapshot", ignore_errors=True)
-    if run_dbt_tests:
-        checks.append(check_dbt_tests(paths))
-    scope = "all practices" if practices is None else f"the {len(practices)} practice(s) rebuilt"
-    report = GateReport(stage, checks, paths.quality_dir / DATA_DOCS, scope=scope)
-    record(paths, report, build_id)
-    write_summary(paths)
-    if report.failed:
-        raise QualityGateError(
-            f"quality gate ({stage}) failed, nothing published: "
-            + report.summary()
-            + "\n  "
-            + "\n  ".join(c.describe() for c in report.failed)
-            + f"\n(Data Docs: {report.data_docs})",
-            report,
-        )
-    return report
+    return PendingGate(paths, stage, build_id, names, params, table_rows, practices, extra)
 
 
 def require_passed(con: duckdb.DuckDBPyConnection, build_id: str | None) -> None:

@@ -13,11 +13,14 @@ fingerprint kept with each build.
 The scope is written to `audit.build_scopes` (one row per build) and `audit.build_practices`
 (the practices each build rebuilds; every practice on a full rebuild), the record the quality
 gate and the next build's plan read. dbt is told the scope, never left to look it up: every
-`dbt build` of a build gets the dbt var `sprx_build` (`dbt_vars`, the one place a build
-becomes vars), from `sprx build`'s command line, Airflow's Cosmos tasks (templated from the
-`start_build` task's XCom) and the Spark build alike. A var that names one build changes
-every build, so it is left out of the fingerprint (`PER_BUILD_VARS`), or no build could be
-incremental. dbt run by hand without it rebuilds everything (docs/operations.md).
+`dbt build` of a build gets it in the environment variable SPRX_BUILD (`dbt_env`, the one
+place a build becomes dbt's input), from `sprx build`, Airflow's Cosmos tasks (templated from
+the `start_build` task's XCom) and the Spark build alike. Not a dbt var: dbt re-parses the
+whole project whenever its vars change, and this value changes with every build; the macro
+reads the variable only while executing, so dbt's partial parse survives (macros/
+build_scope.sql). A person may still pass the same value as the var `sprx_build`; a caller's
+var of that name is dropped from a build's vars and left out of the fingerprint
+(`PER_BUILD_VARS`). dbt run by hand without either rebuilds everything (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ _NOT_PROJECT = {"target", "logs", "dbt_packages", "__pycache__", ".user.yml", "p
 _ENGINE_PACKAGES = ("dbt-core", "dbt-duckdb", "duckdb")
 _SPARK_PACKAGES = ("dbt-spark", "pyspark")
 _SUCCEEDED = ("success", "published")
-# The dbt var that tells dbt which build it runs and what that build rebuilds.
+# The environment variable that tells dbt which build it runs and what that build rebuilds,
+# and the dbt var a person may pass the same value in by hand (it wins over the variable).
+BUILD_ENV = "SPRX_BUILD"
 BUILD_VAR = "sprx_build"
 # Vars that name one build, not what a build makes: never part of the fingerprint, and set by
 # the build itself, never taken from a caller's vars.
@@ -181,15 +186,21 @@ def recorded(con: duckdb.DuckDBPyConnection, build_id: str) -> BuildScope:
     return BuildScope(row[0], row[1], row[2], tuple(p for (p,) in practices))
 
 
-def dbt_vars(build_id: str, planned: BuildScope) -> dict[str, str]:
-    """The dbt var that passes a build to dbt: its id, whether it rebuilds everything, and
-    otherwise the practices it rebuilds (macros/build_scope.sql reads it).
+def build_value(build_id: str, planned: BuildScope) -> str:
+    """What a build passes to dbt: its id, whether it rebuilds everything, and otherwise the
+    practices it rebuilds, as JSON text (macros/build_scope.sql reads it).
 
-    The value is JSON text, not a mapping, because Airflow renders a templated Cosmos var as
-    text: `sprx build` and the Cosmos tasks then hand dbt the same string. A full rebuild
-    lists no practices (dbt takes every practice with an applied delivery), so the var stays
-    small however large the network; an incremental build lists only what changed."""
+    JSON text, not a mapping, because Airflow renders a templated value as text: `sprx build`
+    and the Cosmos tasks then hand dbt the same string. A full rebuild lists no practices (dbt
+    takes every practice with an applied delivery), so the value stays small however large
+    the network; an incremental build lists only what changed."""
     build: dict[str, Any] = {"id": build_id, "full_rebuild": planned.full_rebuild}
     if not planned.full_rebuild:
         build["practices"] = list(planned.practices)
-    return {BUILD_VAR: json.dumps(build, sort_keys=True)}
+    return json.dumps(build, sort_keys=True)
+
+
+def dbt_env(build_id: str, planned: BuildScope) -> dict[str, str]:
+    """The environment a `dbt build` of this build runs with, beyond the warehouse's own:
+    SPRX_BUILD, the build (`build_value`)."""
+    return {BUILD_ENV: build_value(build_id, planned)}

@@ -136,8 +136,9 @@ def enable_session_python_models() -> None:
 
 
 @contextmanager
-def spark_environment(paths: WarehousePaths) -> Iterator[None]:
-    """The variables the `spark` target reads, set for the length of one dbt invocation.
+def spark_environment(paths: WarehousePaths, extra: dict[str, str] | None = None) -> Iterator[None]:
+    """The variables the `spark` target reads, and `extra` (a build's SPRX_BUILD), set for the
+    length of one dbt invocation.
 
     PYSPARK_PYTHON makes Spark's Python workers (applyInPandas) this interpreter, with the
     same packages, rather than whatever `python3` is on PATH; SPARK_CONF_DIR holds the log
@@ -154,6 +155,7 @@ def spark_environment(paths: WarehousePaths) -> Iterator[None]:
         "SPARK_CONF_DIR": str(SPARK_CONF_DIR),
         "PYARROW_IGNORE_TIMEZONE": "1",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        **(extra or {}),
     }
     saved = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
@@ -180,8 +182,11 @@ def clear_orphaned_tables(paths: WarehousePaths) -> None:
         shutil.rmtree(paths.lake / "spark-warehouse", ignore_errors=True)
 
 
-def run_dbt(args: list[str], paths: WarehousePaths) -> tuple[int, list[dict[str, Any]]]:
-    """Run dbt against the `spark` target in this process; its exit code and results.
+def run_dbt(
+    args: list[str], paths: WarehousePaths, extra_env: dict[str, str] | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """Run dbt against the `spark` target in this process, with `extra_env` set while it
+    runs; its exit code and results.
 
     In-process, not a child like DuckDB's dbt: the Spark session (about 15 s to start)
     then outlives one invocation, so a second build in this process reuses it."""
@@ -194,7 +199,7 @@ def run_dbt(args: list[str], paths: WarehousePaths) -> tuple[int, list[dict[str,
     clear_orphaned_tables(paths)
     results_file = paths.dbt_dir / "target" / "run_results.json"
     results_file.unlink(missing_ok=True)
-    with spark_environment(paths):
+    with spark_environment(paths, extra_env):
         outcome = dbtRunner().invoke([*args, "--target", "spark"])
     stop_spark_at_exit()
     returncode = 0 if outcome.success else (1 if outcome.exception is None else 2)
@@ -277,9 +282,13 @@ def import_marts(paths: WarehousePaths) -> dict[str, int]:
 
 
 def build(
-    paths: WarehousePaths, args: list[str], progress: Any = None
+    paths: WarehousePaths,
+    args: list[str],
+    progress: Any = None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[int, list[dict[str, Any]], dict[str, float]]:
-    """The Spark build: lake, dbt on Spark, marts back; exit code, results, seconds per step."""
+    """The Spark build: lake, dbt on Spark (with `extra_env`, the build's SPRX_BUILD), marts
+    back; exit code, results, seconds per step."""
     say = progress or (lambda message: None)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -290,7 +299,7 @@ def build(
         f"({seconds['lake']:.1f} s)"
     )
     started = time.perf_counter()
-    returncode, results = run_dbt(args, paths)
+    returncode, results = run_dbt(args, paths, extra_env)
     seconds["dbt"] = time.perf_counter() - started
     if returncode == 0:
         started = time.perf_counter()
