@@ -190,6 +190,11 @@ def test_the_scope_model_reads_the_build_rebuilds_all_without_it_and_refuses_a_b
     assert shown_practices(dbt_show_scope(paths, nothing_new)) == []
     # dbt run by hand, with neither: every practice with an applied delivery.
     assert shown_practices(dbt_show_scope(paths, None)) == [P1, "P002"]
+    # dbt read the build only while executing: the second and third runs above, each with
+    # another build, reused the first run's parse (as a var, every build re-parsed in full).
+    log = (paths.dbt_dir / "logs" / "dbt.log").read_text()
+    for run in log.split("Running with dbt=")[-2:]:
+        assert "Partial parsing enabled" in run and "Unable to do partial parsing" not in run
     # ... or with the same value typed as the var sprx_build, which wins over the variable.
     by_hand = {
         scope.BUILD_VAR: scope.build_value("b3", scope.BuildScope(False, "", "f", ("P002",)))

@@ -132,7 +132,7 @@ def cosmos_task_group_args(paths: WarehousePaths, build_task_id: str) -> dict[st
     and cached by Cosmos between parses. Tests with several parents (relationships) get a
     task of their own after all their parents, not after the first. Each task gets the
     build's scope in SPRX_BUILD from `build_task_id`'s XCom (`cosmos_dbt_env`); the vars
-    are the same for every build, so each task's dbt parses partially, not in full.
+    are the same for every build, so they no longer stop dbt from parsing partially.
     """
     from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior

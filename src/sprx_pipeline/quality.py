@@ -1,8 +1,9 @@
 """The quality gate: Great Expectations checkpoints after loading and before publishing.
 
 Two stages, each a GX Checkpoint over the suites of `suites` (kept in `expectations/`):
-- `loaded` (checkpoint `sprx_loaded`): the raw contract tables, after `sprx ingest` and
-  before dbt builds anything from them;
+- `loaded` (checkpoint `sprx_loaded`): the raw contract tables, after `sprx ingest`;
+  snapshotted before dbt builds anything from them and checked while it builds (a failure
+  stops dbt and fails the build: `PendingGate`, `pipeline.build_warehouse`);
 - `marts` (checkpoint `sprx_publish`): the marts dbt built, with the row accounting of every
   delivery (received = loaded + quarantined), before `publish` copies them out.
 
