@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import bench
+
 from sprx_pipeline.config import WarehousePaths
 
 
