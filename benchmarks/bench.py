@@ -632,22 +632,11 @@ def bench_size(
             pandas.runs.append(run)
         _say(f"pandas reference {pandas.seconds:.0f} s")
     outcomes_models = Stage([dbt_outcomes_only(paths) for _ in range(repeats)])
-    incremental, full_again = Stage(), Stage()
     changed, update = changed_practices(paths), run_dir / "update"
     for practice in changed:
         write_update(paths, practice, update)
     measure(sprx("ingest", str(update), *warehouse))
-    for repeat in range(repeats):
-        incremental.runs.append(measure(sprx("build", *warehouse)))
-        snapshot_marts(paths, run_dir / "incremental_marts.duckdb")
-        full_again.runs.append(measure(sprx("build", "--full-refresh", *warehouse)))
-        differ = marts_differ(paths, run_dir / "incremental_marts.duckdb")
-        _say(
-            f"incremental {repeat + 1}/{repeats}: {incremental.runs[-1].seconds:.0f} s, full "
-            f"{full_again.runs[-1].seconds:.0f} s, marts differing {sum(differ.values())}"
-        )
-        # put the warehouse back to "one practice changed since the last build"
-        measure([sys.executable, "-c", REOPEN_PRACTICE, str(paths.work), changed[0]])
+    incremental, full_again, differ = incremental_against_full(paths, run_dir, changed, repeats)
     dbt_incremental = statistics.median(dbt_seconds(r.output) for r in incremental.runs)
     dbt_full_again = statistics.median(dbt_seconds(r.output) for r in full_again.runs)
     # Spark last: its build replaces the work file's marts. Its baseline is the DuckDB full
@@ -727,6 +716,33 @@ def bench_size(
             else {}
         ),
     }
+
+
+def incremental_against_full(
+    paths: WarehousePaths, run_dir: Path, changed: list[str], repeats: int
+) -> tuple[Stage, Stage, dict[str, int]]:
+    """`repeats` times: the incremental `sprx build` of the `changed` practices, then a full
+    rebuild of the same data, their marts compared (EXCEPT ALL both ways); after each, the
+    warehouse is put back to "those practices changed since the last build". Returns both
+    stages and the last comparison's rows differing by mart."""
+    warehouse = ["--warehouse", str(paths.published)]
+    incremental, full = Stage(), Stage()
+    for repeat in range(repeats):
+        incremental.runs.append(measure(sprx("build", *warehouse)))
+        snapshot_marts(paths, run_dir / "incremental_marts.duckdb")
+        full.runs.append(measure(sprx("build", "--full-refresh", *warehouse)))
+        differ = marts_differ(paths, run_dir / "incremental_marts.duckdb")
+        _say(
+            f"incremental {repeat + 1}/{repeats}: {incremental.runs[-1].seconds:.0f} s, full "
+            f"{full.runs[-1].seconds:.0f} s, marts differing {sum(differ.values())}"
+        )
+        reopen(paths, changed)
+    return incremental, full, differ
+
+
+def reopen(paths: WarehousePaths, changed: list[str]) -> None:
+    """Put the warehouse back to "`changed` sent deliveries since the last build"."""
+    measure([sys.executable, "-c", REOPEN_PRACTICE, str(paths.work), changed[0]])
 
 
 # Mark the benchmark's builds since the update as failed, so the next `sprx build` takes the

@@ -5,9 +5,9 @@ compared (EXCEPT ALL both ways).
     .venv/bin/python benchmarks/incremental_repeats.py benchmarks/cache/run-patients4000000 \
         --repeats 3
 
-Before each incremental build the builds since the changed practices' latest delivery are
-marked failed (the bench's REOPEN_PRACTICE), so every repeat rebuilds the same practices (the
-first one in a hundred) from the same state. For a size the bench ran once (`--repeats 1` at
+It runs the bench's own loop (`bench.incremental_against_full`): after each pair the builds
+since the changed practices' latest delivery are marked failed (REOPEN_PRACTICE), so every
+repeat rebuilds the same practices (the first one in a hundred) from the same state. For a size the bench ran once (`--repeats 1` at
 4,000,000 patients, an hour a run here), this gives the incremental ratio's median of three
 at a fifth of the cost; it prints the runs and the medians, and changes no file but the
 warehouse.
@@ -31,22 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     paths = WarehousePaths.at(args.run_dir / "warehouse" / "sprx.duckdb")
-    warehouse = ["--warehouse", str(paths.published)]
     changed = bench.changed_practices(paths)
-    incremental, full = bench.Stage(), bench.Stage()
-    for repeat in range(args.repeats):
-        bench.measure([sys.executable, "-c", bench.REOPEN_PRACTICE, str(paths.work), changed[0]])
-        incremental.runs.append(bench.measure(bench.sprx("build", *warehouse)))
-        bench.snapshot_marts(paths, args.run_dir / "incremental_marts.duckdb")
-        full.runs.append(bench.measure(bench.sprx("build", "--full-refresh", *warehouse)))
-        differ = sum(bench.marts_differ(paths, args.run_dir / "incremental_marts.duckdb").values())
-        print(
-            f"run {repeat + 1}/{args.repeats}: incremental {incremental.runs[-1].seconds:.1f} s "
-            f"(dbt {bench.dbt_seconds(incremental.runs[-1].output):.1f} s), full "
-            f"{full.runs[-1].seconds:.1f} s (dbt {bench.dbt_seconds(full.runs[-1].output):.1f} s), "
-            f"marts rows differing {differ}",
-            flush=True,
+    bench.reopen(paths, changed)  # a no-op straight after `make bench`, which ends reopened
+    incremental, full, _ = bench.incremental_against_full(
+        paths, args.run_dir, changed, args.repeats
+    )
+    for kind, stage in (("incremental", incremental), ("full", full)):
+        runs = ", ".join(
+            f"{r.seconds:.1f} (dbt {bench.dbt_seconds(r.output):.1f})" for r in stage.runs
         )
+        print(f"{kind} runs, s: {runs}")
     dbt_incremental = statistics.median(bench.dbt_seconds(r.output) for r in incremental.runs)
     dbt_full = statistics.median(bench.dbt_seconds(r.output) for r in full.runs)
     print(
